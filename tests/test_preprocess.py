@@ -1,0 +1,529 @@
+"""Tests for cnnlab.preprocess: any picture in, Fashion-MNIST-like input out, ImageError on junk."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFile, features
+
+from cnnlab.errors import ImageError
+from cnnlab.preprocess import (
+    MAX_PIXELS,
+    load_image,
+    prepare_image,
+    preprocess_many,
+    to_model_input,
+)
+
+SIZE = (28, 28)
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+
+
+def shirt_polygon(width: int, height: int) -> list[tuple[float, float]]:
+    """A T-shirt outline, symmetric about the vertical axis, wider than tall."""
+    points = [(0.33, 0.1), (0.67, 0.1), (0.9, 0.3), (0.8, 0.45), (0.67, 0.38), (0.67, 0.9)]
+    points += [(0.33, 0.9), (0.33, 0.38), (0.2, 0.45), (0.1, 0.3)]
+    return [(x * width, y * height) for x, y in points]
+
+
+def draw_ellipse(mode: str, size: tuple[int, int], background: object, fill: object) -> Image.Image:
+    """An ellipse in the middle half of the picture."""
+    image = Image.new(mode, size, background)  # type: ignore[arg-type]
+    width, height = size
+    ImageDraw.Draw(image).ellipse(
+        (width // 4, height // 4, 3 * width // 4, 3 * height // 4),
+        fill=fill,  # type: ignore[arg-type]
+    )
+    return image
+
+
+def centre_of_mass(array: np.ndarray) -> tuple[float, float]:
+    plane = array[..., 0]
+    rows, cols = np.indices(plane.shape)
+    return float((rows * plane).sum() / plane.sum()), float((cols * plane).sum() / plane.sum())
+
+
+def extent(array: np.ndarray, threshold: float = 0.1) -> tuple[int, int]:
+    """(rows, columns) spanned by pixels brighter than `threshold`."""
+    rows = np.flatnonzero((array[..., 0] > threshold).any(axis=1))
+    cols = np.flatnonzero((array[..., 0] > threshold).any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def assert_model_input(array: np.ndarray) -> None:
+    assert array.shape == (*SIZE, 1)
+    assert array.dtype == np.float32
+    assert array.min() >= 0.0 and array.max() <= 1.0
+
+
+def assert_light_object_on_black(array: np.ndarray) -> None:
+    """A centred object much brighter than the black corners."""
+    assert_model_input(array)
+    corners = [array[:3, :3], array[:3, -3:], array[-3:, :3], array[-3:, -3:]]
+    assert max(float(corner.max()) for corner in corners) < 0.05
+    assert float(array[11:17, 11:17].mean()) > 0.6
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG of the given size, a few KB for millions of pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed pixels
+    compressor = zlib.compressobj(9)
+    rows_per_block = max(1, 4_000_000 // len(row))
+    idat = b""
+    for start in range(0, height, rows_per_block):
+        idat += compressor.compress(row * min(rows_per_block, height - start))
+    idat += compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+# --- Pictures that should come out like Fashion-MNIST ---------------------------------------
+
+
+def test_dark_shirt_on_white_jpeg_becomes_light_centred_and_fills_its_long_axis(
+    tmp_path: Path,
+) -> None:
+    image = Image.new("RGB", (300, 200), "white")
+    ImageDraw.Draw(image).polygon(shirt_polygon(300, 200), fill=(40, 30, 60))
+    path = tmp_path / "shirt.jpg"
+    image.save(path, quality=80)
+
+    array = to_model_input(path)
+
+    assert_light_object_on_black(array)
+    row, col = centre_of_mass(array)
+    assert abs(row - 13.5) < 2 and abs(col - 13.5) < 2
+    assert array[:, 0].max() > 0.2 and array[:, -1].max() > 0.2  # wider than tall: touches sides
+    assert array[0].max() < 0.05 and array[-1].max() < 0.05  # and not top and bottom
+    assert float(np.median(array)) < 0.02  # the background is black
+
+
+def test_light_drawing_on_dark_canvas_is_not_negated(tmp_path: Path) -> None:
+    image = Image.new("L", (200, 200), 0)
+    ImageDraw.Draw(image).ellipse((30, 30, 170, 170), outline=255, width=12)
+    path = tmp_path / "ring.png"
+    image.save(path)
+
+    array = to_model_input(path)
+
+    assert_model_input(array)
+    assert array[13:15, 13:15].max() < 0.05  # the inside of the ring stays dark
+    assert array[13:15, 0:3].max() > 0.5  # the ring itself is light
+
+
+def test_dark_object_on_mid_grey_background_becomes_light(tmp_path: Path) -> None:
+    path = tmp_path / "grey.png"
+    draw_ellipse("L", (120, 120), background=100, fill=20).save(path)
+
+    assert_light_object_on_black(to_model_input(path))
+
+
+def test_tall_thin_object_keeps_its_aspect_ratio(tmp_path: Path) -> None:
+    image = Image.new("L", (200, 400), 255)
+    ImageDraw.Draw(image).rectangle((90, 50, 109, 349), fill=0)  # 20 x 300
+    path = tmp_path / "pole.png"
+    image.save(path)
+
+    array = to_model_input(path)
+
+    rows, cols = extent(array)
+    assert rows == 28
+    assert 1 <= cols <= 4  # 28 * 20 / 300 ≈ 1.9
+    assert abs(centre_of_mass(array)[1] - 13.5) < 1.5
+
+
+def test_large_photo_like_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    height, width = 1500, 2000
+    ramp = np.linspace(185, 195, width)[np.newaxis, :]  # an uneven studio background
+    pixels = ramp + rng.normal(0, 3, (height, width))
+    photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGB")
+    ImageDraw.Draw(photo).polygon(shirt_polygon(width, height), fill=(90, 60, 40))
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=90)
+
+    start = time.perf_counter()
+    prepared = prepare_image(path)
+    elapsed = time.perf_counter() - start
+
+    assert not prepared.blank
+    assert_light_object_on_black(prepared.array)
+    assert elapsed < 5
+
+
+def test_isolated_noisy_pixel_does_not_move_the_trim(tmp_path: Path) -> None:
+    clean = draw_ellipse("L", (200, 200), background=255, fill=0)
+    dusty = clean.copy()
+    dusty.putpixel((5, 190), 0)
+    clean.save(tmp_path / "clean.png")
+    dusty.save(tmp_path / "dusty.png")
+
+    np.testing.assert_array_equal(
+        to_model_input(tmp_path / "clean.png"), to_model_input(tmp_path / "dusty.png")
+    )
+
+
+def _rgba_dark_on_transparent() -> Image.Image:
+    return draw_ellipse("RGBA", (100, 100), (0, 0, 0, 0), (50, 50, 50, 255))
+
+
+def _rgba_white_on_transparent() -> Image.Image:
+    return draw_ellipse("RGBA", (100, 100), (255, 255, 255, 0), (255, 255, 255, 255))
+
+
+def _palette_with_transparency() -> Image.Image:
+    image = draw_ellipse("P", (100, 100), 0, 1)
+    image.putpalette([0, 0, 0, 20, 20, 90] + [0] * 762)  # index 0 is black, but transparent
+    image.info["transparency"] = 0
+    return image
+
+
+def _la() -> Image.Image:
+    return draw_ellipse("LA", (100, 100), (255, 0), (30, 255))
+
+
+def _cmyk() -> Image.Image:
+    return draw_ellipse("CMYK", (100, 100), (0, 0, 0, 0), (0, 0, 0, 230))
+
+
+def _sixteen_bit() -> Image.Image:
+    # Background and object are both far above 255: clipping to 8 bits would make it blank.
+    inside = np.asarray(draw_ellipse("L", (100, 100), 0, 255)) > 0
+    return Image.fromarray(np.where(inside, 65_535, 20_000).astype(np.uint16))
+
+
+def _one_bit() -> Image.Image:
+    return draw_ellipse("1", (100, 100), 1, 0)
+
+
+def _rgb() -> Image.Image:
+    return draw_ellipse("RGB", (100, 100), (250, 250, 250), (120, 10, 10))
+
+
+@pytest.mark.parametrize(
+    ("make", "suffix", "mode"),
+    [
+        pytest.param(_rgba_dark_on_transparent, "png", "RGBA", id="rgba-dark-on-transparent"),
+        pytest.param(_rgba_white_on_transparent, "png", "RGBA", id="rgba-white-on-transparent"),
+        pytest.param(_palette_with_transparency, "png", "P", id="palette-with-transparency"),
+        pytest.param(_la, "png", "LA", id="la"),
+        pytest.param(_cmyk, "jpg", "CMYK", id="cmyk-jpeg"),
+        pytest.param(_sixteen_bit, "png", "I;16", id="16-bit-png"),
+        pytest.param(_one_bit, "png", "1", id="1-bit"),
+        pytest.param(_rgb, "webp", "RGB", id="webp"),
+        pytest.param(_rgb, "bmp", "RGB", id="bmp"),
+        pytest.param(_rgb, "tiff", "RGB", id="tiff"),
+        pytest.param(_rgb, "gif", "P", id="gif"),
+    ],
+)
+def test_image_modes_and_formats(
+    tmp_path: Path, make: Callable[[], Image.Image], suffix: str, mode: str
+) -> None:
+    if suffix == "webp" and not features.check("webp"):
+        pytest.skip("Pillow was built without WebP")
+    path = tmp_path / f"picture.{suffix}"
+    make().save(path)
+    with Image.open(path) as written:
+        assert written.mode.startswith(mode)  # the file really holds the mode under test
+
+    prepared = prepare_image(path)
+
+    assert not prepared.blank
+    assert_light_object_on_black(prepared.array)
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path: Path) -> None:
+    wide = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(wide).rectangle((10, 40, 89, 59), fill=0)
+    tall = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(tall).rectangle((40, 10, 59, 89), fill=0)
+    path = tmp_path / "anim.gif"
+    wide.save(path, save_all=True, append_images=[tall], duration=100, loop=0)
+    with Image.open(path) as written:
+        assert getattr(written, "n_frames", 1) == 2
+
+    rows, cols = extent(to_model_input(path))
+
+    assert cols == 28 and rows < 10
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    image = Image.new("RGB", (200, 100), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 40, 179, 59), fill="black")  # a wide bar ...
+    draw.rectangle((20, 20, 59, 79), fill="black")  # ... with a heavy left end
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90° clockwise: the stored left end goes to the top
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=90)
+
+    array = to_model_input(path)
+
+    rows, cols = extent(array)
+    assert rows == 28 and cols < 28  # now tall
+    assert array[:14].sum() > 1.5 * array[14:].sum()  # heavy end on top
+
+
+def test_fashion_mnist_uint8_array_passes_through() -> None:
+    rng = np.random.default_rng(1)
+    row = np.zeros(SIZE, np.uint8)
+    row[4:26, 6:22] = rng.integers(60, 256, (22, 16), dtype=np.uint8)
+
+    array = to_model_input(row)
+
+    assert_model_input(array)
+    np.testing.assert_allclose(array[..., 0], row / 255, atol=1e-7)
+    np.testing.assert_array_equal(to_model_input(row[..., np.newaxis]), array)
+
+
+def test_model_ready_float_array_passes_exactly() -> None:
+    ready = np.random.default_rng(2).random((*SIZE, 1), dtype=np.float32)
+
+    np.testing.assert_array_equal(to_model_input(ready), ready)
+    np.testing.assert_array_equal(to_model_input(ready[..., 0]), ready)
+
+
+def test_fashion_mnist_like_png_passes_nearly_unchanged(tmp_path: Path) -> None:
+    row = np.zeros(SIZE, np.uint8)
+    row[2:26, 0:28] = 200  # a garment touching both sides, as most Fashion-MNIST images do
+    row[8:26, 6:22] = 255
+    path = tmp_path / "row.png"
+    Image.fromarray(row).save(path)
+
+    array = to_model_input(path)
+
+    assert float(np.abs(array[..., 0] - row / 255).mean()) < 0.05
+
+
+def test_other_sources_file_object_bytes_pil_and_rgb_array(tmp_path: Path) -> None:
+    image = draw_ellipse("RGB", (80, 60), "white", "black")
+    path = tmp_path / "ellipse.png"
+    image.save(path)
+    expected = to_model_input(path)
+
+    with path.open("rb") as handle:
+        np.testing.assert_array_equal(to_model_input(handle), expected)
+    np.testing.assert_array_equal(to_model_input(path.read_bytes()), expected)
+    np.testing.assert_array_equal(to_model_input(str(path)), expected)
+    np.testing.assert_array_equal(to_model_input(image), expected)
+    np.testing.assert_array_equal(to_model_input(np.asarray(image)), expected)
+    np.testing.assert_array_equal(to_model_input(np.asarray(image) / 255.0), expected)
+
+
+def test_load_image_returns_a_decoded_upright_image(tmp_path: Path) -> None:
+    path = tmp_path / "ellipse.png"
+    draw_ellipse("RGB", (80, 60), "white", "black").save(path)
+
+    image = load_image(path)
+
+    assert image.size == (80, 60) and image.mode == "RGB"
+    assert image.getpixel((40, 30)) == (0, 0, 0)
+
+
+def test_custom_size_is_height_width() -> None:
+    picture = draw_ellipse("L", (100, 100), 255, 0)
+
+    assert to_model_input(picture, (32, 20)).shape == (32, 20, 1)
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        Image.new("RGB", (50, 40), (128, 128, 128)),
+        Image.new("L", (50, 40), 255),
+        Image.new("RGBA", (50, 40), (0, 0, 0, 0)),
+        np.zeros((40, 50), np.uint8),
+        np.full(SIZE, 0.3, np.float32),
+    ],
+    ids=["grey", "white", "transparent", "black-array", "flat-ready-array"],
+)
+def test_blank_picture_gives_zeros_and_says_so(picture: object) -> None:
+    prepared = prepare_image(picture)  # type: ignore[arg-type]
+
+    assert prepared.blank
+    assert_model_input(prepared.array)
+    if not isinstance(picture, np.ndarray) or picture.shape != SIZE:
+        assert not prepared.array.any()
+
+
+# --- Bad inputs: always ImageError, naming the source, on one line -------------------------
+
+
+def _missing(tmp_path: Path) -> Path:
+    return tmp_path / "missing.png"
+
+
+def _directory(tmp_path: Path) -> Path:
+    path = tmp_path / "folder.png"
+    path.mkdir()
+    return path
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    return path
+
+
+def _text(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture\n")
+    return path
+
+
+def _truncated(suffix: str) -> Callable[[Path], Path]:
+    def make(tmp_path: Path) -> Path:
+        rng = np.random.default_rng(3)
+        buffer = io.BytesIO()
+        noise = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)  # incompressible
+        Image.fromarray(noise).save(buffer, format="PNG" if suffix == "png" else "JPEG")
+        path = tmp_path / f"cut.{suffix}"
+        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        pytest.param(_missing, "no such file", id="missing"),
+        pytest.param(_directory, "directory", id="directory"),
+        pytest.param(_empty, "empty", id="empty"),
+        pytest.param(_text, "not an image", id="text-named-png"),
+        pytest.param(_truncated("png"), "truncated or corrupt", id="truncated-png"),
+        pytest.param(_truncated("jpg"), "truncated or corrupt", id="truncated-jpeg"),
+    ],
+)
+def test_bad_files_raise_image_error_naming_the_file(
+    tmp_path: Path, make: Callable[[Path], Path], problem: str
+) -> None:
+    path = make(tmp_path)
+
+    with pytest.raises(ImageError) as caught:
+        to_model_input(path)
+
+    message = str(caught.value)
+    assert path.name in message and problem in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("array", "problem"),
+    [
+        pytest.param(np.full((30, 30), np.nan, np.float32), "NaN", id="nan"),
+        pytest.param(np.full(SIZE, np.inf), "NaN or infinite", id="inf-model-sized"),
+        pytest.param(np.zeros((2, 30, 30, 3), np.uint8), "shape", id="rank-4"),
+        pytest.param(np.zeros(784, np.uint8), "shape", id="flat"),
+        pytest.param(np.zeros((30, 30, 2), np.uint8), "shape", id="two-channels"),
+        pytest.param(np.zeros((0, 30), np.uint8), "no pixels", id="no-pixels"),
+        pytest.param(np.full((30, 30), 255.0), "[0, 1]", id="float-0-255"),
+        pytest.param(np.full(SIZE, 300, np.int64), "0..255", id="int-300"),
+        pytest.param(np.zeros((30, 30), np.complex64), "dtype", id="complex"),
+    ],
+)
+def test_bad_arrays_raise_image_error(array: np.ndarray, problem: str) -> None:
+    with pytest.raises(ImageError, match=r"^<array>: ") as caught:
+        to_model_input(array)
+
+    assert problem in str(caught.value)
+
+
+def test_garbage_bytes_and_wrong_types_raise_image_error() -> None:
+    with pytest.raises(ImageError, match=r"^<bytes>: not an image"):
+        to_model_input(b"GIF89a but not really")
+    with pytest.raises(ImageError, match=r"^<list>: not an image source"):
+        to_model_input([[0, 1], [1, 0]])  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match=r"^<StringIO>: .*binary mode"):
+        to_model_input(io.StringIO("text"))  # type: ignore[arg-type]
+
+
+def test_file_over_the_byte_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    draw_ellipse("RGB", (100, 100), "white", "black").save(path)
+
+    with pytest.raises(ImageError, match=r"big\.png: the file is over the 100-byte limit"):
+        load_image(path, max_file_bytes=100)
+    with pytest.raises(ImageError, match=r"over the 100-byte limit"):
+        load_image(io.BytesIO(path.read_bytes()), max_file_bytes=100)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "problem"),
+    [(8_000, 6_000, "48,000,000 pixels is over the limit"), (30_000, 30_000, "too many pixels")],
+    ids=["over-our-limit", "over-pillows-limit"],
+)
+def test_decompression_bomb_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int, height: int, problem: str
+) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_bomb(width, height))
+    assert path.stat().st_size < 200_000
+    assert width * height > MAX_PIXELS
+    decoded: list[ImageFile.ImageFile] = []
+    real_load = ImageFile.ImageFile.load
+
+    def spying_load(self: ImageFile.ImageFile) -> object:
+        decoded.append(self)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spying_load)
+
+    with pytest.raises(ImageError) as caught:
+        to_model_input(path)
+
+    assert "bomb.png" in str(caught.value) and problem in str(caught.value)
+    assert decoded == []
+
+
+def test_pixel_limit_applies_to_arrays_and_can_be_raised(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="pixels is over the limit of 100"):
+        load_image(np.zeros((20, 20), np.uint8), max_pixels=100)
+    path = tmp_path / "small.png"
+    Image.new("L", (20, 20)).save(path)
+    with pytest.raises(ImageError, match=r"small\.png: 20x20 = 400 pixels"):
+        load_image(path, max_pixels=100)
+    assert load_image(path, max_pixels=400).size == (20, 20)
+
+
+# --- Batches ----------------------------------------------------------------------------------
+
+
+def test_preprocess_many_keeps_going_past_a_bad_image(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    draw_ellipse("RGB", (60, 60), "white", "black").save(good)
+    row = np.zeros(SIZE, np.uint8)
+    row[5:20, 5:20] = 255
+
+    batch, errors = preprocess_many([good, tmp_path / "missing.png", row, b""])
+
+    assert batch.shape == (2, *SIZE, 1) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[0], to_model_input(good))
+    np.testing.assert_array_equal(batch[1], to_model_input(row))
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], ImageError) and "missing.png" in str(errors[1])
+    assert isinstance(errors[3], ImageError) and "<bytes>" in str(errors[3])
+
+
+def test_preprocess_many_with_nothing_good() -> None:
+    batch, errors = preprocess_many([b"junk"])
+
+    assert batch.shape == (0, *SIZE, 1)
+    assert len(errors) == 1 and isinstance(errors[0], ImageError)
