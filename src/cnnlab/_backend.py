@@ -1,0 +1,44 @@
+"""The one place that imports Keras, so `import cnnlab` and `cnnlab --help` stay fast."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+
+def keras() -> ModuleType:
+    """Import and return Keras (TensorFlow backend unless KERAS_BACKEND says otherwise)."""
+    if "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        # TensorFlow's C++ start-up notes (oneDNN, CPU features) are not for our users.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"
+        with _stderr_silenced() if quiet else contextlib.nullcontext():
+            import keras as _keras  # noqa: F401
+    return sys.modules["keras"]
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Silence file descriptor 2 while TensorFlow's C++ core loads.
+
+    Some of its messages are written before absl logging starts, so TF_CPP_MIN_LOG_LEVEL
+    cannot hide them. Python exceptions are unaffected: they are raised, not printed here.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr (e.g. a closed descriptor): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            sys.stderr.flush()
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

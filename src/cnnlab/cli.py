@@ -1,0 +1,289 @@
+"""The `cnnlab` command line: parses flags, calls the library, prints results.
+
+No work happens here that a Python user could not do with the library; a user error
+(`CnnlabError`) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+log = logging.getLogger("cnnlab")
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.handler(args) or 0)
+    except CnnlabError as exc:
+        _error(str(exc))
+        return EXIT_USER_ERROR
+    except OSError as exc:  # disk full, permission denied...: the user's machine, not a bug
+        _error(
+            f"{exc.filename + ': ' if getattr(exc, 'filename', None) else ''}{exc.strerror or exc}"
+        )
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted; run the same command again to resume")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="Build, train, understand and use convolutional image classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="datasets: where the files are and whether they check")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    info = data_commands.add_parser("info", help="which dataset files were found, where, checks")
+    info.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        help="fashion_mnist, mnist, a .npz file or an image folder (default: %(default)s)",
+    )
+    _add_data_dir(info)
+    info.add_argument("--no-download", action="store_true", help="never download missing files")
+    info.set_defaults(handler=_data_info)
+
+    summary = commands.add_parser("summary", help="the model's Keras summary")
+    summary.add_argument(
+        "model",
+        nargs="?",
+        default="basic_cnn",
+        help="built-in architecture, .toml/.json spec, run folder or .keras file "
+        "(default: %(default)s, the seed model)",
+    )
+    summary.add_argument("--input-shape", default="28,28,1", help="H,W,C (default: %(default)s)")
+    summary.add_argument("--num-classes", type=int, default=10, help="default: %(default)s")
+    summary.set_defaults(handler=_summary)
+
+    train = commands.add_parser("train", help="train a model and write runs/<name>/")
+    train.add_argument("--config", type=Path, help="a TOML file of settings (see README)")
+    train.add_argument(
+        "--recipe",
+        choices=["default", "seed"],
+        help="default: early stopping; seed: the notes' 50 epochs exactly",
+    )
+    train.add_argument(
+        "--model",
+        dest="model.architecture",
+        metavar="ARCH",
+        help="built-in architecture or a .toml/.json spec (default: basic_cnn)",
+    )
+    train.add_argument(
+        "--dataset",
+        dest="data.dataset",
+        metavar="NAME",
+        help="fashion_mnist (default), mnist, a .npz file or an image folder",
+    )
+    train.add_argument(
+        "--data-dir", dest="data.data_dir", metavar="DIR", help="look for dataset files here first"
+    )
+    train.add_argument(
+        "--validation-split",
+        dest="data.validation_split",
+        type=float,
+        metavar="F",
+        help="fraction of training images held out (default 0.1)",
+    )
+    train.add_argument(
+        "--limit",
+        dest="data.limit",
+        type=int,
+        metavar="N",
+        help="use only the first N training images",
+    )
+    train.add_argument(
+        "--no-download",
+        dest="data.download",
+        action="store_const",
+        const=False,
+        help="never download missing dataset files",
+    )
+    train.add_argument("--epochs", dest="train.epochs", type=int, metavar="N")
+    train.add_argument("--batch-size", dest="train.batch_size", type=int, metavar="N")
+    train.add_argument("--optimizer", dest="train.optimizer", metavar="NAME")
+    train.add_argument("--learning-rate", dest="train.learning_rate", type=float, metavar="LR")
+    train.add_argument(
+        "--patience",
+        dest="train.patience",
+        type=int,
+        metavar="N",
+        help="early stopping patience in epochs, best weights restored (0: off)",
+    )
+    train.add_argument(
+        "--monitor",
+        dest="train.monitor",
+        metavar="METRIC",
+        help="metric for early stopping, checkpoint and target (val_accuracy)",
+    )
+    train.add_argument(
+        "--target-accuracy",
+        dest="train.target_accuracy",
+        type=float,
+        metavar="A",
+        help="stop as soon as the monitored accuracy reaches A",
+    )
+    train.add_argument(
+        "--seed",
+        dest="train.seed",
+        type=int,
+        metavar="N",
+        help="random seed; makes a run repeatable (default: drawn and recorded)",
+    )
+    train.add_argument(
+        "--steps-per-execution",
+        dest="train.steps_per_execution",
+        type=int,
+        metavar="N",
+        help="training steps per compiled call (default 16)",
+    )
+    train.add_argument("--name", dest="run.name", metavar="NAME", help="run folder name")
+    train.add_argument(
+        "--runs-dir",
+        dest="run.runs_dir",
+        metavar="DIR",
+        help="where run folders go (default: runs)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="start over even if the run folder exists"
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="test metrics, per-class report, confusion")
+    evaluate.add_argument("run", type=Path, help="run folder")
+    _add_data_dir(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="top-k classes for any image files")
+    predict.add_argument("run", type=Path, help="run folder or .keras file")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP...)")
+    predict.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
+    predict.add_argument("--json", action="store_true", help="print results as JSON")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", help="look for dataset files here first")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _error(message: str) -> None:
+    print(f"cnnlab: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+# --- command handlers: parse, call the library, print ---------------------------------------
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from cnnlab.data import describe
+
+    rows = describe(args.dataset, args.data_dir, download=not args.no_download)
+    print(_table(rows))
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from cnnlab.models import build_model, summary_text
+
+    target = Path(args.model)
+    if target.is_dir() or target.suffix == ".keras":
+        from cnnlab.training import load_model
+
+        model = load_model(target)
+    else:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise CnnlabError(
+                f"--input-shape must look like 28,28,1, got {args.input_shape!r}"
+            ) from None
+        model = build_model(args.model, shape, args.num_classes)
+    print(summary_text(model), end="")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cnnlab.config import load_config
+    from cnnlab.training import train
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    config = load_config(args.config, recipe_name=args.recipe, overrides=overrides)
+    result = train(config, overwrite=args.overwrite)
+    state = result.state
+    best = state.get("best_metrics", {})
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if k != "epoch_seconds")
+    print(
+        f"run: {result.run_dir}  best epoch {state.get('best_epoch')} of "
+        f"{state.get('epochs_run')}  ({shown})  trained {state.get('train_seconds')} s"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cnnlab.evaluation import evaluate, format_report
+
+    metrics = evaluate(args.run, data_dir=args.data_dir)
+    print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cnnlab.inference import Predictor
+
+    if args.top_k < 1:
+        raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")
+    predictor = Predictor.load(args.run)
+    results = predictor.predict(args.images, top_k=args.top_k)
+    failed = [r for r in results if r.error is not None]
+    for result in failed:
+        _error(result.error or "")
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for result in (r for r in results if r.error is None):
+            top = ", ".join(f"{name} {p:.3f}" for name, p in result.top)
+            print(f"{result.source}: {top}")
+    return EXIT_USER_ERROR if failed else 0
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(nothing found)"
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, *body])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

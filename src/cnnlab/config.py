@@ -1,0 +1,218 @@
+"""Every setting of a run in one place: recipe defaults, then a TOML file, then command-line flags.
+
+A `Config` is frozen and fully resolved: what is written to `runs/<name>/config.toml` is exactly
+what ran, and loading that file again re-runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from cnnlab.errors import ConfigError
+
+RECIPES = ("default", "seed")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, where it lives, and how much of the training set is held out."""
+
+    dataset: str = "fashion_mnist"
+    data_dir: str = ""  # empty: the usual look-up order ($CNNLAB_DATA, cache, system, download)
+    validation_split: float = 0.1
+    limit: int = 0  # use only the first `limit` training images (0: all)
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.validation_split < 1.0, "data.validation_split must be in [0, 1)")
+        _check(self.limit >= 0, "data.limit must be >= 0 (0 means all images)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture: a built-in name (`basic_cnn` is the seed model) or a spec file."""
+
+    architecture: str = "basic_cnn"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe and the callbacks that control training."""
+
+    recipe: str = "default"
+    epochs: int = 15
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 0.001
+    patience: int = 3  # early stopping on `monitor`, best weights restored (0: off)
+    reduce_lr_patience: int = 1  # multiply the learning rate by reduce_lr_factor after this
+    reduce_lr_factor: float = 0.3  # many epochs without improvement of `monitor` (0: off)
+    monitor: str = "val_accuracy"
+    target_accuracy: float = 0.0  # stop once `monitor` reaches it (0: off)
+    seed: int = -1  # -1: draw one at start and record it here
+    steps_per_execution: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.recipe in RECIPES, f"train.recipe must be one of {', '.join(RECIPES)}")
+        _check(self.epochs >= 1, "train.epochs must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size must be >= 1")
+        _check(
+            self.learning_rate > 0 and math.isfinite(self.learning_rate),
+            "train.learning_rate must be a positive number",
+        )
+        _check(self.patience >= 0, "train.patience must be >= 0 (0 turns early stopping off)")
+        _check(self.reduce_lr_patience >= 0, "train.reduce_lr_patience must be >= 0 (0: off)")
+        _check(0 < self.reduce_lr_factor < 1, "train.reduce_lr_factor must be in (0, 1)")
+        _check(0.0 <= self.target_accuracy <= 1.0, "train.target_accuracy must be in [0, 1]")
+        _check(self.seed >= -1, "train.seed must be >= 0 (or -1 to draw one)")
+        _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where the run folder goes."""
+
+    name: str = ""  # empty: derived from architecture, dataset and recipe
+    runs_dir: str = "runs"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: data, model, training and output settings."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def run_name(self) -> str:
+        """The run folder's name: given, or `<architecture>-<dataset>[-seed]`."""
+        if self.run.name:
+            return self.run.name
+        arch = Path(self.model.architecture).stem
+        suffix = "-seed" if self.train.recipe == "seed" else ""
+        return f"{arch}-{self.data.dataset}{suffix}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.runs_dir) / self.run_name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """Return a copy with some fields of some sections changed, e.g. replace(train={...})."""
+        return _merge(self, {k: dict(v) for k, v in sections.items()}, source="replace()")
+
+
+# The seed notes' recipe, exactly: all 60,000 training images, 50 epochs, batch 32, adam,
+# and no callback that changes training.
+_SEED_RECIPE: dict[str, dict[str, Any]] = {
+    "data": {"validation_split": 0.0},
+    "train": {
+        "recipe": "seed",
+        "epochs": 50,
+        "patience": 0,
+        "reduce_lr_patience": 0,
+        "monitor": "accuracy",
+    },
+}
+
+
+def recipe(name: str) -> Config:
+    """The defaults of a named recipe: `default` (early stopping) or `seed` (the notes)."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    base = Config()
+    return _merge(base, _SEED_RECIPE, source="recipe seed") if name == "seed" else base
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    recipe_name: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve a Config: recipe defaults, then the TOML file at `path`, then `overrides`.
+
+    `overrides` maps dotted keys (`"train.epochs"`) to values; None values are ignored, so the
+    CLI can pass every flag and only those the user gave take effect.
+    """
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        file_values = read_toml(path)
+    flat = {k: v for k, v in (overrides or {}).items() if v is not None}
+    name = recipe_name or flat.pop("train.recipe", None)
+    name = name or file_values.get("train", {}).get("recipe") or "default"
+    config = _merge(recipe(name), file_values, source=str(path))
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in flat.items():
+        section, _, key = dotted.partition(".")
+        nested.setdefault(section, {})[key] = value
+    return _merge(config, nested, source="command line")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict, with one clear error for a missing or malformed file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a .toml file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _merge(config: Config, values: Mapping[str, Any], *, source: str) -> Config:
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for section, table in values.items():
+        if section not in sections:
+            raise ConfigError(
+                f"{source}: unknown section [{section}]; known: {', '.join(sections)}"
+            )
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        current = sections[section]
+        allowed = {f.name: f for f in dataclasses.fields(current)}
+        changes = {}
+        for key, value in table.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"{source}: unknown setting {section}.{key}; known: {', '.join(allowed)}"
+                )
+            changes[key] = _coerce(value, getattr(current, key), f"{source}: {section}.{key}")
+        sections[section] = dataclasses.replace(current, **changes)
+    return Config(**sections)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Check a value against the type of the field's default (int accepted for a float)."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool or isinstance(value, bool):
+        if isinstance(value, bool) and expected is bool:
+            return value
+    elif isinstance(value, expected):
+        return value
+    raise ConfigError(f"{where} must be {expected.__name__}, got {value!r}")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

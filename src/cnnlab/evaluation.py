@@ -1,0 +1,114 @@
+"""Test-set metrics of a run: loss, accuracy, per-class precision/recall/F1, confusion matrix.
+
+Only this stage touches the test set; training tunes on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab._io import atomic_write_text
+from cnnlab.config import load_config
+from cnnlab.errors import RunError
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+def evaluate(
+    run_dir: str | Path, *, data_dir: str | None = None, batch_size: int = 256
+) -> dict[str, Any]:
+    """Evaluate a finished run on its dataset's test set and write `metrics.json`."""
+    from cnnlab.data import load_dataset, prepare
+    from cnnlab.training import CONFIG_FILE, load_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(
+            f"{run_dir}: not a run folder (no {CONFIG_FILE}); train one with `cnnlab train`"
+        )
+    config = load_config(run_dir / CONFIG_FILE)
+    model = load_model(run_dir)
+    dataset = load_dataset(
+        config.data.dataset,
+        data_dir or config.data.data_dir or None,
+        download=config.data.download,
+    )
+    splits = prepare(dataset, validation_split=0.0, seed=0)
+    probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
+    metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
+    metrics["run"] = str(run_dir)
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def classification_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of predictions."""
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n_classes = len(class_names)
+    y_pred = probabilities.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    true_positive = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = np.divide(true_positive, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    recall = np.divide(true_positive, actual, out=np.zeros(n_classes), where=actual > 0)
+    denominator = precision + recall
+    f1 = np.divide(
+        2 * precision * recall, denominator, out=np.zeros(n_classes), where=denominator > 0
+    )
+    picked = probabilities[np.arange(len(y_true)), y_true]
+    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    return {
+        "test_loss": loss,
+        "test_accuracy": float(true_positive.sum() / max(len(y_true), 1)),
+        "test_images": len(y_true),
+        "per_class": [
+            {
+                "class": name,
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(actual[i]),
+            }
+            for i, name in enumerate(class_names)
+        ],
+        "macro_f1": float(f1.mean()),
+        "class_names": list(class_names),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """The metrics as a plain-text table: summary line, per-class rows, confusion matrix."""
+    width = max(len(row["class"]) for row in metrics["per_class"])
+    lines = [
+        f"test loss {metrics['test_loss']:.4f}   test accuracy {metrics['test_accuracy']:.4f}"
+        f"   ({metrics['test_images']:,} images)",
+        "",
+        f"{'class':<{width}}  precision  recall     f1  support",
+    ]
+    for row in metrics["per_class"]:
+        lines.append(
+            f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}"
+            f"  {row['f1']:6.4f}  {row['support']:7d}"
+        )
+    lines.append(f"{'macro F1':<{width}}  {'':9}  {'':6}  {metrics['macro_f1']:6.4f}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    confusion = metrics["confusion_matrix"]
+    cell = max(5, len(str(max(max(r) for r in confusion))) + 1)
+    short = [name[: cell - 1] for name in metrics["class_names"]]
+    lines.append(" " * width + "".join(f"{s:>{cell}}" for s in short))
+    for name, row in zip(metrics["class_names"], confusion, strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    return "\n".join(lines)

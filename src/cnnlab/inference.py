@@ -1,0 +1,136 @@
+"""Use a trained CNN on new images ("using a CNN"): any picture in, top-k classes out.
+
+Each picture goes through `cnnlab.preprocess.to_model_input`, which turns a photo into what the
+model was trained on (see that module). A bad picture gives an error for that picture only;
+the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    import keras
+
+DEFAULT_SIZE = (28, 28)
+
+
+@dataclass
+class Prediction:
+    """The result for one picture: top-k (class, probability) pairs, or the error it caused."""
+
+    source: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"source": self.source, "error": self.error}
+        return {
+            "source": self.source,
+            "label": self.label,
+            "top": [{"class": c, "probability": p} for c, p in self.top],
+        }
+
+
+class Predictor:
+    """A loaded model with its class names and input size: load once, predict many times."""
+
+    def __init__(self, model: keras.Model, class_names: Sequence[str] | None = None):
+        self.model = model
+        shape = tuple(model.input_shape)[1:]
+        self.input_shape = shape
+        height, width = shape[0] or DEFAULT_SIZE[0], shape[1] or DEFAULT_SIZE[1]
+        self.size = (int(height), int(width))
+        self.channels = int(shape[-1] or 1)
+        n_classes = int(model.output_shape[-1])
+        names = list(class_names) if class_names else [str(i) for i in range(n_classes)]
+        if len(names) != n_classes:
+            raise CnnlabError(
+                f"the model has {n_classes} outputs but {len(names)} class names were given"
+            )
+        self.class_names = names
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        """Load a run folder (or a .keras file, with class names from a run.json beside it)."""
+        from cnnlab.training import STATE_FILE, load_model
+
+        path = Path(path)
+        model = load_model(path)
+        state_file = (path if path.is_dir() else path.parent) / STATE_FILE
+        names = None
+        if state_file.is_file():
+            try:
+                names = json.loads(state_file.read_text(encoding="utf-8")).get("class_names")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                names = None
+        return cls(model, names)
+
+    def prepare(self, images: Iterable[Any]) -> tuple[np.ndarray, list[str | None]]:
+        """Model inputs for the images that could be read, and an error (or None) per image."""
+        from cnnlab.preprocess import preprocess_many
+
+        batch, errors = preprocess_many(list(images), size=self.size)
+        if self.channels != 1 and len(batch):
+            batch = np.repeat(batch, self.channels, axis=-1)
+        return batch, [None if e is None else str(e) for e in errors]
+
+    def predict(self, images: Iterable[Any], top_k: int = 3) -> list[Prediction]:
+        """Top-k predictions for each image (paths, bytes, PIL images or arrays)."""
+        images = list(images)
+        batch, errors = self.prepare(images)
+        probabilities = self.model.predict(batch, verbose=0) if len(batch) else np.zeros((0, 0))
+        results = []
+        good = iter(probabilities)
+        for image, error in zip(images, errors, strict=True):
+            source = describe_source(image)
+            if error is not None:
+                results.append(Prediction(source, error=error))
+                continue
+            probs = np.asarray(next(good), dtype=np.float64)
+            order = np.argsort(-probs)[: max(1, top_k)]
+            top = [(self.class_names[i], float(probs[i])) for i in order]
+            results.append(Prediction(source, top=top, probabilities=probs.tolist()))
+        return results
+
+
+def predict(
+    model: keras.Model | Predictor | str | Path,
+    images: Iterable[Any],
+    *,
+    top_k: int = 3,
+    class_names: Sequence[str] | None = None,
+) -> list[Prediction]:
+    """Predict images with a model, a Predictor, or a run folder / .keras path."""
+    if isinstance(model, (str, Path)):
+        predictor = Predictor.load(model)
+    elif isinstance(model, Predictor):
+        predictor = model
+    else:
+        predictor = Predictor(model, class_names)
+    return predictor.predict(images, top_k=top_k)
+
+
+def describe_source(image: Any) -> str:
+    """A short name for an input, for messages: the path, or the kind of object."""
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, (bytes, bytearray)):
+        return "<bytes>"
+    if isinstance(image, np.ndarray):
+        return f"<array {'x'.join(map(str, image.shape))}>"
+    return f"<{type(image).__name__}>"

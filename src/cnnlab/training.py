@@ -1,0 +1,325 @@
+"""Train a model from a Config and leave a run folder behind.
+
+The steps read top to bottom: prepare the run folder, prepare the data, build the model,
+compile, choose callbacks, train, save. A run folder holds everything later commands need:
+
+    config.toml   exactly what ran (all defaults resolved, the seed drawn), enough to re-run it
+    run.json      status, class names, input shape, best epoch, timings
+    summary.txt   model.summary()
+    model.keras   the best model, written atomically
+    history.csv   one row per epoch
+    backup/       Keras BackupAndRestore state while training runs; removed at the end
+
+Running the same command again on a finished run does nothing; on an interrupted run it resumes
+from the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab import __version__
+from cnnlab._backend import keras as _keras
+from cnnlab._io import atomic_write_text
+from cnnlab.config import Config, load_config
+from cnnlab.errors import RunError
+
+if TYPE_CHECKING:
+    import keras
+
+    from cnnlab.data import Splits
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.toml"
+STATE_FILE = "run.json"
+MODEL_FILE = "model.keras"
+SUMMARY_FILE = "summary.txt"
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+
+
+@dataclass
+class TrainResult:
+    """What `train` leaves behind: the run folder, the best model, and the epoch history."""
+
+    run_dir: Path
+    model: keras.Model
+    history: list[dict[str, float]]
+    state: dict[str, Any]
+
+
+def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResult:
+    """Train `config` (default: the seed model with cnnlab's default recipe) into its run folder."""
+    config = config or load_config()
+    run_dir = config.run_dir
+
+    # Prepare the run folder: finished runs are kept, interrupted ones resumed.
+    state = read_state(run_dir)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+        state = {}
+    if state.get("status") == "finished":
+        log.info("%s is already finished; nothing to do (use --overwrite to train again)", run_dir)
+        return load_result(run_dir)
+    resuming = state.get("status") == "running"
+    if resuming:
+        config = _same_config_or_fail(config, run_dir)
+    elif config.train.seed == -1:
+        config = config.replace(train={"seed": random.SystemRandom().randrange(2**31)})
+    log.info("configuration:\n%s", config.to_toml().rstrip())
+
+    # Prepare the data.
+    splits = _prepare_data(config)
+
+    # Build the model.
+    keras = _keras()
+    from cnnlab.models import build_model, summary_text
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
+
+    # Compile: the seed's loss and metric, the configured optimiser.
+    optimizer = keras.optimizers.get(
+        {
+            "class_name": config.train.optimizer,
+            "config": {"learning_rate": config.train.learning_rate},
+        }
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=config.train.steps_per_execution,
+    )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
+        state = {
+            "status": "running",
+            "cnnlab_version": __version__,
+            "keras_version": keras.__version__,
+            "dataset": config.data.dataset,
+            "class_names": list(splits.class_names),
+            "input_shape": list(splits.input_shape),
+            "train_images": len(splits.x_train),
+            "validation_images": len(splits.x_val),
+            "train_seconds": 0.0,
+        }
+        write_state(run_dir, state)
+    atomic_write_text(run_dir / SUMMARY_FILE, summary_text(model))
+
+    # Train.
+    callbacks, checkpoint = _callbacks(config, run_dir, has_validation=len(splits.x_val) > 0)
+    from cnnlab.pipeline import make_dataset
+
+    batch = config.train.batch_size
+    train_data = make_dataset(
+        splits.x_train, splits.y_train, batch, shuffle=True, seed=config.train.seed
+    )
+    val_data = make_dataset(splits.x_val, splits.y_val, batch) if len(splits.x_val) else None
+    started = time.perf_counter()
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.train.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself each epoch
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    state["train_seconds"] = round(state["train_seconds"] + time.perf_counter() - started, 2)
+
+    # Save: the best checkpoint is the run's model; the backup is no longer needed.
+    history = read_history(run_dir)
+    _rewrite_history(run_dir, history)
+    best = _best_row(history, checkpoint.monitor)
+    state.update(
+        status="finished",
+        epochs_run=len(history),
+        best_epoch=None if best is None else int(best["epoch"]) + 1,
+        best_metrics={k: v for k, v in (best or {}).items() if k != "epoch"},
+    )
+    write_state(run_dir, state)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    best_model = keras.saving.load_model(run_dir / MODEL_FILE)
+    log.info(
+        "finished %s: best epoch %s of %d, model in %s",
+        run_dir,
+        state["best_epoch"],
+        len(history),
+        run_dir / MODEL_FILE,
+    )
+    return TrainResult(run_dir=run_dir, model=best_model, history=history, state=state)
+
+
+def _prepare_data(config: Config) -> Splits:
+    from cnnlab.data import load_dataset, prepare
+
+    dataset = load_dataset(
+        config.data.dataset, config.data.data_dir or None, download=config.data.download
+    )
+    return prepare(
+        dataset,
+        validation_split=config.data.validation_split,
+        seed=config.train.seed,
+        limit=config.data.limit or None,
+    )
+
+
+def _callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tuple[list[Any], Any]:
+    """The callbacks that control training, in the order they must run at an epoch's end."""
+    keras = _keras()
+    from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached
+
+    train = config.train
+    monitor = train.monitor
+    if monitor.startswith("val_") and not has_validation:
+        monitor = monitor[len("val_") :]
+    # The seed recipe keeps the last epoch's model, as the notes do; the others keep the best.
+    keep_best = train.recipe != "seed"
+    previous = read_history(run_dir)
+    best_row = _best_row(previous, monitor) if keep_best else None
+    checkpoint = BestModelCheckpoint(
+        run_dir / MODEL_FILE,
+        monitor=monitor if keep_best else None,
+        initial_best=None if best_row is None else best_row[monitor],
+    )
+    callbacks: list[Any] = [EpochTimer(), keras.callbacks.TerminateOnNaN()]
+    if train.target_accuracy:
+        callbacks.append(TargetReached(monitor=monitor, target=train.target_accuracy))
+    if train.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, patience=train.patience, restore_best_weights=True, verbose=1
+            )
+        )
+    if train.reduce_lr_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=train.reduce_lr_factor,
+                patience=train.reduce_lr_patience,
+                min_lr=1e-6,
+                verbose=1,
+            )
+        )
+    callbacks += [
+        checkpoint,
+        # The CSV row is written before the backup records the epoch, so a kill between the
+        # two repeats a row (dropped by read_history) rather than losing one.
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), double_checkpoint=True),
+    ]
+    return callbacks, checkpoint
+
+
+def _best_row(history: list[dict[str, float]], monitor: str | None) -> dict[str, float] | None:
+    if not history:
+        return None
+    if monitor is None or monitor not in history[0]:
+        return history[-1]
+    from cnnlab.callbacks import _mode_for
+
+    pick = max if _mode_for(monitor) == "max" else min
+    return pick(history, key=lambda row: row[monitor])
+
+
+def _same_config_or_fail(config: Config, run_dir: Path) -> Config:
+    """An interrupted run resumes only with the configuration it started with."""
+    saved = load_config(run_dir / CONFIG_FILE)
+    candidate = (
+        config if config.train.seed != -1 else config.replace(train={"seed": saved.train.seed})
+    )
+    if candidate != saved:
+        raise RunError(
+            f"{run_dir} was started with a different configuration ({run_dir / CONFIG_FILE}); "
+            "re-run with the same settings to resume, or add --overwrite (or --name NEW) "
+            "to start over"
+        )
+    log.info("resuming the interrupted run in %s", run_dir)
+    return saved
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The run's run.json, or {} where there is none yet."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(
+            f"{path}: unreadable run state ({exc}); add --overwrite to start over"
+        ) from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: unreadable run state; add --overwrite to start over")
+    return data
+
+
+def write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write_text(Path(run_dir) / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """history.csv as rows of floats, one per epoch (a repeated epoch keeps its last row)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    rows: dict[int, dict[str, float]] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                values = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
+            except ValueError:
+                continue  # a line cut short by a kill mid-write
+            if "epoch" in values:
+                rows[int(values["epoch"])] = values
+    return [rows[e] for e in sorted(rows)]
+
+
+def _rewrite_history(run_dir: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    fields = list(history[0])
+    lines = [",".join(fields)]
+    for row in history:
+        lines.append(",".join(_format_number(row.get(f, float("nan")), f) for f in fields))
+    atomic_write_text(Path(run_dir) / HISTORY_FILE, "\n".join(lines) + "\n")
+
+
+def _format_number(value: float, field: str) -> str:
+    return str(int(value)) if field == "epoch" else repr(value)
+
+
+def load_result(run_dir: str | Path) -> TrainResult:
+    """Open a finished run folder: its model, history and state."""
+    run_dir = Path(run_dir)
+    model = load_model(run_dir)
+    return TrainResult(run_dir, model, read_history(run_dir), read_state(run_dir))
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load the model of a run folder, or a `.keras` file, with a clear error if it is unusable."""
+    path = Path(path)
+    model_path = path / MODEL_FILE if path.is_dir() else path
+    if not model_path.is_file():
+        hint = "train it first with `cnnlab train`" if path.is_dir() else "check the path"
+        raise RunError(f"{model_path}: no model found; {hint}")
+    keras = _keras()
+    try:
+        return keras.saving.load_model(model_path)
+    except Exception as exc:  # Keras raises many types for a damaged archive
+        raise RunError(
+            f"{model_path}: cannot load the model ({type(exc).__name__}: {exc})"
+        ) from None

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny learnable dataset, a tiny architecture, and one trained tiny run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import CLASS_NAMES, N_CLASSES, TINY_ARCH, make_images
+
+from cnnlab.config import Config, load_config
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An .npz dataset of 4 easy classes: 240 training and 80 test images."""
+    rng = np.random.default_rng(0)
+    y_train = np.tile(np.arange(N_CLASSES), 60)
+    y_test = np.tile(np.arange(N_CLASSES), 20)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
+    np.savez(
+        path,
+        x_train=make_images(y_train, rng),
+        y_train=y_train,
+        x_test=make_images(y_test, rng),
+        y_test=y_test,
+        class_names=np.array(CLASS_NAMES),
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_arch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("arch") / "tiny.toml"
+    path.write_text(TINY_ARCH)
+    return path
+
+
+def make_tiny_config(runs_dir: Path, npz: Path, arch: Path, **train: object) -> Config:
+    """A Config that trains the tiny architecture on the tiny data into `runs_dir/tiny`."""
+    overrides = {
+        "data.dataset": str(npz),
+        "data.validation_split": 0.25,
+        "model.architecture": str(arch),
+        "train.epochs": 3,
+        "train.seed": 7,
+        "train.learning_rate": 0.01,
+        "run.runs_dir": str(runs_dir),
+        "run.name": "tiny",
+    }
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_config(overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., Config]:
+    return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_npz: Path, tiny_arch: Path) -> Path:
+    """A finished run folder of the tiny model (shared: tests must not modify it)."""
+    from cnnlab.training import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    result = train(make_tiny_config(runs, tiny_npz, tiny_arch, epochs=4))
+    return result.run_dir

@@ -1,0 +1,41 @@
+"""Tiny synthetic data shared by the tests: four easy classes of 28x28 images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_CLASSES = 4
+CLASS_NAMES = ("top", "bottom", "left", "right")
+
+TINY_ARCH = """
+name = "tiny"
+[[layers]]
+type = "Conv2D"
+filters = 4
+kernel_size = [3, 3]
+activation = "relu"
+[[layers]]
+type = "MaxPool2D"
+pool_size = [2, 2]
+[[layers]]
+type = "Flatten"
+[[layers]]
+type = "Dense"
+units = "num_classes"
+activation = "softmax"
+"""
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """28x28 uint8 images: a bright bar at the top, bottom, left or right, plus noise."""
+    images = rng.integers(0, 40, size=(len(labels), 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        if label == 0:
+            image[2:8, 4:24] = 230
+        elif label == 1:
+            image[20:26, 4:24] = 230
+        elif label == 2:
+            image[4:24, 2:8] = 230
+        else:
+            image[4:24, 20:26] = 230
+    return images

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnlab.errors import RunError
+from cnnlab.evaluation import classification_metrics, evaluate, format_report
+
+
+def test_metrics_by_hand() -> None:
+    y_true = np.array([0, 0, 1, 1, 2])
+    probabilities = np.array(
+        [[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.5, 0.25, 0.25]]
+    )
+    metrics = classification_metrics(y_true, probabilities, ["a", "b", "c"])
+    assert metrics["test_accuracy"] == pytest.approx(3 / 5)
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    a, b, c = metrics["per_class"]
+    assert (a["precision"], a["recall"], a["f1"]) == pytest.approx((0.5, 0.5, 0.5))
+    assert (b["precision"], b["recall"]) == pytest.approx((2 / 3, 1.0))
+    assert b["f1"] == pytest.approx(0.8)
+    assert (c["precision"], c["recall"], c["f1"], c["support"]) == (0.0, 0.0, 0.0, 1)
+    expected_loss = -np.mean(np.log([0.8, 0.3, 0.7, 0.8, 0.25]))
+    assert metrics["test_loss"] == pytest.approx(expected_loss)
+    report = format_report(metrics)
+    assert "test accuracy 0.6000" in report and "confusion matrix" in report
+
+
+def test_evaluate_a_run(tiny_run: Path, tiny_npz: Path) -> None:
+    metrics = evaluate(tiny_run)
+    saved = json.loads((tiny_run / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"]
+    assert metrics["test_images"] == 80
+    assert sum(map(sum, metrics["confusion_matrix"])) == 80
+    # Agrees with Keras' own evaluation of the same model on the same images.
+    import keras
+
+    data = np.load(tiny_npz)
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    x = (data["x_test"].astype("float32") / 255)[..., None]
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss, accuracy = model.evaluate(x, data["y_test"], verbose=0)
+    assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert metrics["test_loss"] == pytest.approx(loss, rel=1e-3)
+
+
+def test_evaluate_needs_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="not a run folder"):
+        evaluate(tmp_path)
