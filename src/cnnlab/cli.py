@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--input-shape", default="28,28,1", help="H,W,C (default: %(default)s)")
     summary.add_argument("--num-classes", type=int, default=10, help="default: %(default)s")
+    summary.add_argument(
+        "--explain",
+        action="store_true",
+        help="work out every layer's output shape and parameters in words",
+    )
     summary.set_defaults(handler=_summary)
 
     train = commands.add_parser("train", help="train a model and write runs/<name>/")
@@ -227,6 +232,11 @@ def _summary(args: argparse.Namespace) -> int:
             ) from None
         model = build_model(args.model, shape, args.num_classes)
     print(summary_text(model), end="")
+    if args.explain:
+        from cnnlab.explain import format_explanation
+
+        print()
+        print(format_explanation(model))
     return 0
 
 

@@ -19,6 +19,7 @@ import tomli_w
 from cnnlab.errors import ConfigError
 
 RECIPES = ("default", "seed")
+INIT_FILTERS = ("random", "classic", "whitening")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class ModelConfig:
     """The architecture: a built-in name (`basic_cnn` is the seed model) or a spec file."""
 
     architecture: str = "basic_cnn"
+    init_filters: str = "random"  # first conv layer: random (Keras), classic or whitening
+
+    def __post_init__(self) -> None:
+        _check(
+            self.init_filters in INIT_FILTERS,
+            f"model.init_filters must be one of {', '.join(INIT_FILTERS)}",
+        )
 
 
 @dataclass(frozen=True)

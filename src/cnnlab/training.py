@@ -88,6 +88,10 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
     model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
+    if not resuming:  # a resumed run gets its kernels back from the backup
+        from cnnlab.kernels import init_first_conv
+
+        init_first_conv(model, config.model.init_filters, splits.x_train)
 
     # Compile: the seed's loss and metric, the configured optimiser.
     optimizer = keras.optimizers.get(
