@@ -20,6 +20,16 @@ from cnnlab.errors import CnnlabError
 log = logging.getLogger("cnnlab")
 
 EXIT_USER_ERROR = 2
+VISUAL_KINDS = (
+    "model",
+    "history",
+    "confusion",
+    "errors",
+    "filters",
+    "features",
+    "convpool",
+    "gradcam",
+)  # kept in step with cnnlab.visualize.KINDS (a test checks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
     predict.add_argument("--json", action="store_true", help="print results as JSON")
     predict.set_defaults(handler=_predict)
+    visualize = commands.add_parser(
+        "visualize",
+        aliases=["visualise"],
+        help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam",
+    )
+    visualize.add_argument("kind", choices=VISUAL_KINDS, help="which picture")
+    visualize.add_argument(
+        "target", help="run folder (for model also an architecture; for convpool the image)"
+    )
+    visualize.add_argument("image", nargs="?", help="image file for features, gradcam, convpool")
+    visualize.add_argument("-o", "--out", type=Path, help="PNG path (default: in the run folder)")
+    visualize.add_argument("--layer", help="filters: conv layer name or index (default: first)")
+    visualize.add_argument(
+        "-n", "--count", type=int, default=16, help="errors: how many images (default: %(default)s)"
+    )
+    visualize.add_argument(
+        "--init-sets",
+        action="store_true",
+        help="filters: the random, classic and whitening starting kernels",
+    )
+    _add_data_dir(visualize)
+    visualize.set_defaults(handler=_visualize)
     return parser
 
 
@@ -282,6 +314,27 @@ def _predict(args: argparse.Namespace) -> int:
             top = ", ".join(f"{name} {p:.3f}" for name, p in result.top)
             print(f"{result.source}: {top}")
     return EXIT_USER_ERROR if failed else 0
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from cnnlab.visualize import render
+
+    if args.count < 1:
+        raise CnnlabError(f"--count must be >= 1, got {args.count}")
+    rendered = render(
+        args.kind,
+        args.target,
+        args.image,
+        out=args.out,
+        layer=args.layer,
+        count=args.count,
+        init_sets=args.init_sets,
+        data_dir=args.data_dir,
+    )
+    if rendered.text:
+        print(rendered.text)
+    print(f"wrote {rendered.path}")
+    return 0
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 
 from cnnlab._io import atomic_write_text
-from cnnlab.config import load_config
-from cnnlab.errors import RunError
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +23,11 @@ def evaluate(
     run_dir: str | Path, *, data_dir: str | None = None, batch_size: int = 256
 ) -> dict[str, Any]:
     """Evaluate a finished run on its dataset's test set and write `metrics.json`."""
-    from cnnlab.data import load_dataset, prepare
-    from cnnlab.training import CONFIG_FILE, load_model
+    from cnnlab.training import load_model, run_data
 
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(
-            f"{run_dir}: not a run folder (no {CONFIG_FILE}); train one with `cnnlab train`"
-        )
-    config = load_config(run_dir / CONFIG_FILE)
+    splits = run_data(run_dir, data_dir)
     model = load_model(run_dir)
-    dataset = load_dataset(
-        config.data.dataset,
-        data_dir or config.data.data_dir or None,
-        download=config.data.download,
-    )
-    splits = prepare(dataset, validation_split=0.0, seed=0)
     probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
     metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
     metrics["run"] = str(run_dir)

@@ -306,6 +306,32 @@ def _format_number(value: float, field: str) -> str:
     return str(int(value)) if field == "epoch" else repr(value)
 
 
+def run_config(run_dir: str | Path) -> Config:
+    """The configuration a run folder was trained with."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(
+            f"{run_dir}: not a run folder (no {CONFIG_FILE}); train one with `cnnlab train`"
+        )
+    return load_config(run_dir / CONFIG_FILE)
+
+
+def run_data(run_dir: str | Path, data_dir: str | None = None) -> Splits:
+    """A run's dataset (its training and test sets, no validation hold-out), as it trained on.
+
+    `data_dir` overrides where the files are looked for (the run may come from another machine).
+    """
+    from cnnlab.data import load_dataset, prepare
+
+    config = run_config(run_dir)
+    dataset = load_dataset(
+        config.data.dataset,
+        data_dir or config.data.data_dir or None,
+        download=config.data.download,
+    )
+    return prepare(dataset, validation_split=0.0, seed=0)
+
+
 def load_result(run_dir: str | Path) -> TrainResult:
     """Open a finished run folder: its model, history and state."""
     run_dir = Path(run_dir)

@@ -1,0 +1,432 @@
+"""`cnnlab serve RUN`: a web page and a JSON API over one trained run (FastAPI on uvicorn).
+
+    app = create_app("runs/basic_cnn-fashion_mnist")    # loads the model, or raises CnnlabError
+    serve("runs/basic_cnn-fashion_mnist", port=8000)    # the same, served until Ctrl-C
+
+The page (`static/`) draws, uploads and shows what the model saw; everything it shows comes from
+the API below, documented at /docs. Bad requests get a 4xx with `{"detail": "<message>"}` (see
+`cnnlab.serve.inputs` for which); the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+from cnnlab.inference import Prediction
+from cnnlab.preprocess import MAX_PIXELS
+from cnnlab.serve import inputs
+from cnnlab.serve.service import (
+    MAX_FEATURE_CHANNELS,
+    PICTURES,
+    ModelService,
+    data_url,
+    feature_grid_png,
+    gray_png,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
+DEFAULT_TOP_K = 3
+MAX_BATCH_FILES = 64
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+# --- Response shapes (they document /docs) -------------------------------------------------
+
+
+class ClassProbability(BaseModel):
+    class_name: str = Field(serialization_alias="class", examples=["Sneaker"])
+    probability: float = Field(ge=0, le=1, examples=[0.93])
+
+
+class PredictionOut(BaseModel):
+    source: str = Field(description="the file name, 'body' or 'pixels'")
+    label: str | None = Field(description="the most probable class")
+    top: list[ClassProbability]
+    blank: bool = Field(description="nothing stood out from the background: the input is zeros")
+
+
+class BatchItem(BaseModel):
+    source: str
+    label: str | None = None
+    top: list[ClassProbability] = []
+    error: str | None = Field(None, description="why this file was not predicted")
+    status: int | None = Field(None, description="the HTTP status the error would have alone")
+
+
+class BatchOut(BaseModel):
+    predictions: list[BatchItem]
+
+
+class Picture(BaseModel):
+    name: str
+    kind: str = Field(description="the Keras layer class, or 'input'")
+    shape: list[int] = Field(description="height, width, channels")
+    columns: int = Field(description="tiles per row in the image (one tile per channel)")
+    shown_channels: int
+    image: str = Field(description="a data: URL of a PNG")
+
+
+class FeaturesOut(BaseModel):
+    prediction: PredictionOut
+    input: Picture = Field(description="the preprocessed input the model received")
+    pixels: list[list[float]] = Field(description="that input's values in [0, 1], row by row")
+    layers: list[Picture] = Field(description="each conv and pooling layer's output")
+
+
+class LayerInfo(BaseModel):
+    name: str
+    type: str
+    output_shape: list[int | None] | None
+    parameters: int
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_pixels: int
+    max_batch_files: int
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    run: str
+    classes: list[str]
+    input_shape: list[int | None]
+    parameters: int
+    layers: list[LayerInfo]
+    top_k: int
+    limits: Limits
+    metrics: dict[str, Any] | None = Field(description="metrics.json, once evaluated")
+    training: dict[str, Any] | None = Field(description="status and best epoch from run.json")
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    model: str
+    version: str = __version__
+
+
+# --- Request bodies (documented by hand: one route takes a file, raw bytes or JSON) ----------
+
+PIXELS_SCHEMA = {
+    "type": "array",
+    "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+    "description": "28 rows of 28 values in [0, 1], light on dark like Fashion-MNIST",
+}
+IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        PIXELS_SCHEMA,
+                        {
+                            "type": "object",
+                            "properties": {"pixels": PIXELS_SCHEMA},
+                            "required": ["pixels"],
+                        },
+                    ]
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"detail": "..."}}}}
+    for code, text in {
+        400: "empty body or file, or malformed JSON",
+        413: "over the upload size or pixel limit",
+        415: "not an image, or an unsupported content type",
+        422: "wrong pixel array, or a truncated image",
+    }.items()
+}
+TopK = Annotated[
+    int | None, Query(ge=1, le=1000, description="how many classes to return (default: 3)")
+]
+
+
+# --- The app ---------------------------------------------------------------------------------
+
+
+def create_app(
+    run: str | Path,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    top_k: int = DEFAULT_TOP_K,
+) -> FastAPI:
+    """The web app for a run folder (or .keras file); raises CnnlabError if it cannot be loaded."""
+    if max_upload_bytes < 1 or top_k < 1:
+        raise CnnlabError("max_upload_bytes and top_k must be positive")
+    service = ModelService(run, top_k=top_k)
+    app = FastAPI(
+        title="cnnlab",
+        version=__version__,
+        summary=f"Predict with {service.predictor.model.name} and see what its layers saw.",
+    )
+    app.state.service = service
+    app.state.max_upload_bytes = max_upload_bytes
+    app.add_middleware(inputs.BodySizeLimit, max_bytes=max_upload_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(CnnlabError, _cnnlab_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    _add_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    log.info("loaded %s (%s)", service.predictor.model.name, run)
+    return app
+
+
+def serve(
+    run: str | Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    log_level: str = "info",
+    **app_options: Any,
+) -> None:
+    """Serve `create_app(run, **app_options)` with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(run, **app_options)  # a bad run fails here, before the port is taken
+    shown = f"[{host}]" if ":" in host else host
+    log.info("serving %s on http://%s:%d/ (API docs: /docs)", run, shown, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _add_routes(app: FastAPI) -> None:
+    # Routes are defined in a function so that each app built by create_app has its own.
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/api/health", tags=["service"])
+    def health(request: Request) -> Health:
+        """Liveness: answers as long as the server runs."""
+        return Health(model=_service(request).predictor.model.name)
+
+    @app.get("/api/model", tags=["model"])
+    def model_info(request: Request) -> ModelInfo:
+        """The model's name, classes, input shape and layers, and the run's test metrics."""
+        service = _service(request)
+        model = service.predictor.model
+        return ModelInfo(
+            name=model.name,
+            run=str(service.run_dir),
+            classes=service.class_names,
+            input_shape=list(service.predictor.input_shape),
+            parameters=int(model.count_params()),
+            layers=[LayerInfo(**layer) for layer in service.layers],
+            top_k=service.top_k,
+            limits=Limits(
+                max_upload_bytes=request.app.state.max_upload_bytes,
+                max_pixels=MAX_PIXELS,
+                max_batch_files=MAX_BATCH_FILES,
+            ),
+            metrics=service.metrics(),
+            training=service.training(),
+        )
+
+    @app.get("/api/summary", tags=["model"], response_class=PlainTextResponse)
+    def summary(request: Request) -> str:
+        """The model's Keras summary, as `cnnlab summary RUN` prints it."""
+        return _service(request).summary
+
+    @app.get(
+        "/api/pictures/{name}.png",
+        tags=["model"],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"description": "not available"}},
+    )
+    def picture(name: str, request: Request) -> Response:
+        """The model's layered drawing (`model`) or the training curves (`history`), as PNG."""
+        if name not in PICTURES:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no picture {name!r}; try model.png")
+        try:
+            png = _service(request).picture(name)
+        except CnnlabError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/predict", tags=["predict"], openapi_extra=IMAGE_BODY, responses=ERRORS)
+    async def predict(request: Request, top_k: TopK = None) -> PredictionOut:
+        """Top-k classes for one image: a file in the form field `file`, or JSON pixels."""
+        service = _service(request)
+        image = await _read_image(request)
+        return await run_in_threadpool(_predict_one, service, image, top_k)
+
+    @app.post("/api/predict/batch", tags=["predict"], openapi_extra=BATCH_BODY, responses=ERRORS)
+    async def predict_batch(request: Request, top_k: TopK = None) -> BatchOut:
+        """Top-k classes for several files (form field `files`); a bad file gets an error."""
+        service = _service(request)
+        items = await inputs.read_batch(
+            request, MAX_BATCH_FILES, request.app.state.max_upload_bytes
+        )
+        return await run_in_threadpool(_predict_batch, service, items, top_k)
+
+    @app.post("/api/features", tags=["predict"], openapi_extra=IMAGE_BODY, responses=ERRORS)
+    async def features(request: Request, top_k: TopK = None) -> FeaturesOut:
+        """The prediction, the preprocessed input, and every conv/pooling layer's feature maps."""
+        service = _service(request)
+        image = await _read_image(request)
+        return await run_in_threadpool(_features, service, image, top_k)
+
+
+def _service(request: Request) -> ModelService:
+    service: ModelService = request.app.state.service
+    return service
+
+
+async def _read_image(request: Request) -> inputs.ImageInput:
+    return await inputs.read_image(
+        request, _service(request).predictor.size, request.app.state.max_upload_bytes
+    )
+
+
+# --- Blocking work (run in the thread pool) ------------------------------------------------
+
+
+def _prepared(service: ModelService, image: inputs.ImageInput) -> NDArray[np.float32]:
+    """The model input for one request's image; a truncated or corrupt image is a 422."""
+    batch, errors = service.prepare([image.opened()])
+    if errors[0] is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors[0])
+    return batch
+
+
+def _predict_one(
+    service: ModelService, image: inputs.ImageInput, top_k: int | None
+) -> PredictionOut:
+    batch = _prepared(service, image)
+    prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
+    return _prediction_out(prediction, blank=not batch.any())
+
+
+def _predict_batch(
+    service: ModelService, items: list[inputs.ImageInput | inputs.Refused], top_k: int | None
+) -> BatchOut:
+    good = [item for item in items if isinstance(item, inputs.ImageInput)]
+    predictions = iter(service.predict([i.opened() for i in good], [i.source for i in good], top_k))
+    out = []
+    for item in items:
+        if isinstance(item, inputs.Refused):
+            out.append(BatchItem(source=item.source, error=item.detail, status=item.status))
+            continue
+        prediction = next(predictions)
+        if prediction.error is not None:
+            out.append(BatchItem(source=prediction.source, error=prediction.error, status=422))
+        else:
+            out.append(BatchItem(**_prediction_out(prediction, blank=False).model_dump()))
+    return BatchOut(predictions=out)
+
+
+def _features(service: ModelService, image: inputs.ImageInput, top_k: int | None) -> FeaturesOut:
+    batch = _prepared(service, image)
+    model_input = batch[0]
+    prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
+    layers = {layer.name: type(layer).__name__ for layer in service.predictor.model.layers}
+    pictures = []
+    for name, maps in service.feature_maps(model_input):
+        png, columns = feature_grid_png(maps)
+        pictures.append(_picture(name, layers.get(name, "?"), maps.shape, columns, png))
+    return FeaturesOut(
+        prediction=_prediction_out(prediction, blank=not model_input.any()),
+        input=_picture("input", "input", model_input.shape, 1, gray_png(model_input)),
+        pixels=np.round(model_input[:, :, 0], 4).tolist(),
+        layers=pictures,
+    )
+
+
+def _picture(name: str, kind: str, shape: tuple[int, ...], columns: int, png: bytes) -> Picture:
+    channels = int(shape[-1])
+    return Picture(
+        name=name,
+        kind=kind,
+        shape=[int(size) for size in shape],
+        columns=columns,
+        shown_channels=min(channels, MAX_FEATURE_CHANNELS),
+        image=data_url(png),
+    )
+
+
+def _prediction_out(prediction: Prediction, *, blank: bool) -> PredictionOut:
+    return PredictionOut(
+        source=prediction.source,
+        label=prediction.label,
+        top=[ClassProbability(class_name=c, probability=p) for c, p in prediction.top],
+        blank=blank,
+    )
+
+
+# --- Errors ----------------------------------------------------------------------------------
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's validation errors (e.g. a bad ?top_k) as one readable line."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = "; ".join(
+        f"{' '.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+        for error in errors
+    )
+    return JSONResponse(
+        {"detail": detail or "invalid request"}, status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
+
+
+async def _cnnlab_error(request: Request, exc: Exception) -> JSONResponse:
+    """A cnnlab error that escaped the routes' own checks is still the client's image's fault."""
+    return JSONResponse({"detail": str(exc)}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged, and answered with a JSON 500 that reveals nothing.
+
+    Starlette re-raises the exception after this response is sent, so the server (uvicorn) logs
+    its traceback; one line here says which request it was.
+    """
+    log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(
+        {"detail": "internal server error; the server log has the details"},
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )

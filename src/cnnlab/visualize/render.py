@@ -1,0 +1,219 @@
+"""`cnnlab visualize KIND ...`: make one picture from a run folder and save it as a PNG.
+
+Each picture module returns a figure or an image and knows nothing about files; this module
+finds what a picture needs in the run folder (model, history, metrics, data), calls it, and
+writes the PNG atomically into the run folder (or `out`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError, RunError
+from cnnlab.visualize._common import save_png
+
+KINDS = ("model", "history", "confusion", "errors", "filters", "features", "convpool", "gradcam")
+NEEDS_IMAGE = frozenset({"features", "convpool", "gradcam"})
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Where the picture went, and any text that goes with it (e.g. most-confused pairs)."""
+
+    path: Path
+    text: str = ""
+
+
+def render(
+    kind: str,
+    target: str | Path,
+    image: Any = None,
+    *,
+    out: str | Path | None = None,
+    layer: str | None = None,
+    count: int = 16,
+    init_sets: bool = False,
+    data_dir: str | None = None,
+) -> Rendered:
+    """Make the picture `kind` for `target` (a run folder; for `model` also an architecture).
+
+    `convpool` needs only an image, given as `target` or `image`.
+    """
+    if kind not in KINDS:
+        raise CnnlabError(f"unknown picture {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "convpool" and image is None:
+        target, image = "", target
+    if kind in NEEDS_IMAGE and image is None:
+        raise CnnlabError(f"`visualize {kind}` needs an image: cnnlab visualize {kind} RUN IMAGE")
+    run_dir = Path(target) if target and Path(target).is_dir() else None
+    picture, text = _PICTURES[kind](
+        run_dir=run_dir,
+        target=target,
+        image=image,
+        layer=layer,
+        count=count,
+        init_sets=init_sets,
+        data_dir=data_dir,
+    )
+    if out is None:
+        stem = "filters-init" if kind == "filters" and init_sets else kind
+        if isinstance(image, (str, Path)):
+            stem = f"{kind}-{Path(image).stem}"
+        out = (run_dir or Path.cwd()) / f"{stem}.png"
+    return Rendered(save_png(picture, out), text)
+
+
+def _need_run(run_dir: Path | None, target: Any, kind: str) -> Path:
+    if run_dir is None:
+        raise RunError(
+            f"{target}: not a run folder; `visualize {kind}` needs one made by `cnnlab train`"
+        )
+    return run_dir
+
+
+def _model(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
+    from cnnlab.visualize.model import draw_model
+
+    if run_dir is not None or str(target).endswith(".keras"):
+        from cnnlab.training import load_model
+
+        model = load_model(target)
+    else:
+        from cnnlab.models import build_model
+
+        model = build_model(target)
+    return draw_model(model, scale_xy=4), ""
+
+
+def _history(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
+    from cnnlab.training import read_history, run_config
+    from cnnlab.visualize.history import plot_history
+
+    run_dir = _need_run(run_dir, target, "history")
+    history = read_history(run_dir)
+    if not history:
+        raise RunError(f"{run_dir}: no history.csv yet; train the run first")
+    monitor = run_config(run_dir).train.monitor
+    if monitor not in history[0] and monitor.startswith("val_"):
+        monitor = monitor[len("val_") :]
+    return plot_history(history, monitor=monitor), ""
+
+
+def _confusion(
+    run_dir: Path | None, target: Any, data_dir: str | None = None, **_: Any
+) -> tuple[Any, str]:
+    from cnnlab.evaluation import METRICS_FILE, evaluate
+    from cnnlab.visualize.confusion import format_most_confused, most_confused, plot_confusion
+
+    run_dir = _need_run(run_dir, target, "confusion")
+    path = run_dir / METRICS_FILE
+    metrics = (
+        json.loads(path.read_text()) if path.is_file() else evaluate(run_dir, data_dir=data_dir)
+    )
+    matrix, names = metrics["confusion_matrix"], metrics["class_names"]
+    text = format_most_confused(most_confused(matrix, names))
+    return plot_confusion(matrix, names), text
+
+
+def _errors(
+    run_dir: Path | None, target: Any, count: int = 16, data_dir: str | None = None, **_: Any
+) -> tuple[Any, str]:
+    from cnnlab.training import load_model, run_data
+    from cnnlab.visualize.errors import plot_errors
+
+    run_dir = _need_run(run_dir, target, "errors")
+    splits = run_data(run_dir, data_dir)
+    model = load_model(run_dir)
+    return plot_errors(model, splits.x_test, splits.y_test, splits.class_names, n=count), ""
+
+
+def _filters(
+    run_dir: Path | None,
+    target: Any,
+    layer: str | None = None,
+    init_sets: bool = False,
+    data_dir: str | None = None,
+    **_: Any,
+) -> tuple[Any, str]:
+    from cnnlab.visualize.filters import plot_filter_sets, plot_filters
+
+    if not init_sets:
+        from cnnlab.training import load_model
+
+        return plot_filters(load_model(target), _layer_arg(layer)), ""
+    # The three starting points of --init-filters, side by side, for this run's data.
+    from cnnlab.kernels import init_first_conv
+    from cnnlab.models import build_model
+    from cnnlab.training import run_config, run_data
+
+    run_dir = _need_run(run_dir, target, "filters --init-sets")
+    config = run_config(run_dir)
+    splits = run_data(run_dir, data_dir)
+    sets = {}
+    for method in ("random", "classic", "whitening"):
+        model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
+        name = init_first_conv(model, method, splits.x_train)
+        conv = model.get_layer(name) if name else _first_conv(model)
+        sets[f"{method} (before training)"] = conv.kernel.numpy()
+    return plot_filter_sets(sets), ""
+
+
+def _first_conv(model: Any) -> Any:
+    from cnnlab.visualize.filters import conv_layers
+
+    layers = conv_layers(model)
+    if not layers:
+        raise CnnlabError(f"{model.name} has no Conv2D layer")
+    return layers[0]
+
+
+def _layer_arg(layer: str | None) -> str | int | None:
+    return int(layer) if layer is not None and layer.lstrip("-").isdigit() else layer
+
+
+def _prepared(model: Any, image: Any) -> Any:
+    from cnnlab.inference import Predictor
+
+    batch, errors = Predictor(model).prepare([image])
+    if errors[0] is not None:
+        raise CnnlabError(errors[0])
+    return batch[0]
+
+
+def _features(run_dir: Path | None, target: Any, image: Any = None, **_: Any) -> tuple[Any, str]:
+    from cnnlab.training import load_model
+    from cnnlab.visualize.features import plot_features
+
+    model = load_model(target)
+    return plot_features(model, _prepared(model, image)), ""
+
+
+def _gradcam(run_dir: Path | None, target: Any, image: Any = None, **_: Any) -> tuple[Any, str]:
+    from cnnlab.inference import Predictor
+    from cnnlab.visualize.gradcam import plot_gradcam
+
+    predictor = Predictor.load(target)
+    array = _prepared(predictor.model, image)
+    return plot_gradcam(predictor.model, array, predictor.class_names), ""
+
+
+def _convpool(image: Any = None, **_: Any) -> tuple[Any, str]:
+    from cnnlab.preprocess import to_model_input
+    from cnnlab.visualize.convpool import plot_convpool
+
+    return plot_convpool(to_model_input(image)), ""
+
+
+_PICTURES: dict[str, Any] = {
+    "model": _model,
+    "history": _history,
+    "confusion": _confusion,
+    "errors": _errors,
+    "filters": _filters,
+    "features": _features,
+    "convpool": _convpool,
+    "gradcam": _gradcam,
+}
