@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cnnlab import __version__
 from cnnlab._backend import keras as _keras
 from cnnlab._io import atomic_write_text
-from cnnlab.config import Config, load_config
+from cnnlab.config import Config, TrainConfig, load_config
 from cnnlab.errors import RunError
 
 if TYPE_CHECKING:
@@ -93,19 +93,7 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
 
         init_first_conv(model, config.model.init_filters, splits.x_train)
 
-    # Compile: the seed's loss and metric, the configured optimiser.
-    optimizer = keras.optimizers.get(
-        {
-            "class_name": config.train.optimizer,
-            "config": {"learning_rate": config.train.learning_rate},
-        }
-    )
-    model.compile(
-        optimizer=optimizer,
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=config.train.steps_per_execution,
-    )
+    compile_model(model, config.train)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
@@ -165,6 +153,20 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
         run_dir / MODEL_FILE,
     )
     return TrainResult(run_dir=run_dir, model=best_model, history=history, state=state)
+
+
+def compile_model(model: keras.Model, train: TrainConfig) -> None:
+    """Compile with the seed's loss and metric and the configured optimiser and execution."""
+    keras = _keras()
+    optimizer = keras.optimizers.get(
+        {"class_name": train.optimizer, "config": {"learning_rate": train.learning_rate}}
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=train.steps_per_execution,
+    )
 
 
 def _prepare_data(config: Config) -> Splits:

@@ -1,0 +1,356 @@
+// cnnlab's page: draw or drop an image, see the prediction and what every layer saw.
+// Everything comes from the JSON API (see /docs); no libraries, works offline.
+"use strict";
+
+const BRUSH_WIDTH = 22; // canvas pixels of 280: about 2 of the model's 28
+const THROTTLE_MS = 150; // at most one request per interval while drawing
+const SHOWN_CLASSES = 5;
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+const pen = canvas.getContext("2d", { willReadFrequently: true });
+
+const state = {
+  source: null, // null (nothing yet), "canvas", or a File
+  maxUploadBytes: 10 * 2 ** 20,
+  topK: SHOWN_CLASSES,
+  generation: 0, // bumped by Clear: answers to older requests are dropped
+  inFlight: false,
+  pending: false,
+  lastSent: 0,
+  timer: null,
+};
+
+// --- Drawing ----------------------------------------------------------------------------
+
+function clearCanvas() {
+  pen.globalCompositeOperation = "source-over";
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function canvasPoint(event) {
+  const box = canvas.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) * canvas.width) / box.width,
+    y: ((event.clientY - box.top) * canvas.height) / box.height,
+  };
+}
+
+function setUpDrawing() {
+  pen.lineCap = "round";
+  pen.lineJoin = "round";
+  let last = null;
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0) return;
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    if (state.source !== "canvas") {
+      clearCanvas(); // a new drawing replaces an uploaded image
+      showUpload(null);
+      state.source = "canvas";
+    }
+    last = canvasPoint(event);
+    stroke(last, last);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!last) return;
+    event.preventDefault();
+    // Coalesced events keep fast strokes smooth where the browser batches pointer moves.
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const each of events.length ? events : [event]) {
+      const point = canvasPoint(each);
+      stroke(last, point);
+      last = point;
+    }
+  });
+  const end = () => {
+    if (!last) return;
+    last = null;
+    requestUpdate();
+  };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+}
+
+function stroke(from, to) {
+  pen.strokeStyle = "#fff";
+  pen.lineWidth = BRUSH_WIDTH;
+  pen.beginPath();
+  pen.moveTo(from.x, from.y);
+  pen.lineTo(to.x, to.y);
+  pen.stroke();
+  requestUpdate();
+}
+
+// --- Files --------------------------------------------------------------------------------
+
+function useFile(file) {
+  if (!file) return;
+  if (file.size > state.maxUploadBytes) {
+    showError(`${file.name} is ${formatBytes(file.size)}; the limit is ${formatBytes(state.maxUploadBytes)}.`);
+    return;
+  }
+  state.source = file;
+  showUpload(file);
+  requestUpdate();
+}
+
+function showUpload(file) {
+  const preview = $("upload-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.removeAttribute("src");
+  preview.hidden = !file;
+  if (file) preview.src = URL.createObjectURL(file);
+}
+
+function setUpFiles() {
+  $("file").addEventListener("change", (event) => {
+    useFile(event.target.files[0]);
+    event.target.value = ""; // choosing the same file again still fires "change"
+  });
+  const zone = $("drop-zone");
+  const card = $("try");
+  card.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  card.addEventListener("dragleave", (event) => {
+    if (!card.contains(event.relatedTarget)) zone.classList.remove("dragging");
+  });
+  card.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    useFile(event.dataTransfer.files[0]);
+  });
+  // A file dropped beside the card must not make the browser navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+}
+
+// --- Asking the server (throttled: one request in flight, the latest input wins) ---------
+
+function requestUpdate() {
+  state.pending = true;
+  pump();
+}
+
+function pump() {
+  if (!state.pending || state.inFlight || state.source === null) return;
+  const wait = state.lastSent + THROTTLE_MS - performance.now();
+  if (wait > 0) {
+    state.timer ??= setTimeout(() => {
+      state.timer = null;
+      pump();
+    }, wait);
+    return;
+  }
+  state.pending = false;
+  state.inFlight = true;
+  state.lastSent = performance.now();
+  const generation = state.generation;
+  analyse(state.source)
+    .then((answer) => {
+      if (generation === state.generation) showAnswer(answer);
+    })
+    .catch((error) => {
+      if (generation === state.generation) showError(error.message);
+    })
+    .finally(() => {
+      state.inFlight = false;
+      pump();
+    });
+}
+
+async function analyse(source) {
+  const blob = source === "canvas" ? await canvasBlob() : source;
+  const form = new FormData();
+  form.append("file", blob, source === "canvas" ? "drawing.png" : source.name);
+  const response = await fetch(`/api/features?top_k=${state.topK}`, { method: "POST", body: form });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+  return answer;
+}
+
+function canvasBlob() {
+  return new Promise((resolve, reject) => {
+    canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("cannot read the canvas"))), "image/png");
+  });
+}
+
+// --- Showing answers ----------------------------------------------------------------------
+
+function showAnswer(answer) {
+  const { prediction } = answer;
+  const status = $("status");
+  status.classList.remove("error");
+  if (prediction.blank) {
+    status.textContent = "Nothing stands out from the background yet.";
+  } else {
+    status.replaceChildren("Looks like ", element("strong", {}, prediction.label));
+  }
+  showBars(prediction.top);
+  const input = $("input-image");
+  input.src = answer.input.image;
+  input.hidden = false;
+  $("input-empty").hidden = true;
+  showMaps(answer.input, answer.layers);
+}
+
+function showBars(top) {
+  $("top").replaceChildren(
+    ...top.map(({ class: name, probability }) => {
+      const percent = (100 * probability).toFixed(1);
+      const fill = element("div", { class: "fill" });
+      fill.style.width = `${percent}%`;
+      const item = element(
+        "li",
+        {},
+        element("span", { class: "name", title: name }, name),
+        element("div", { class: "track", role: "presentation" }, fill),
+        element("span", { class: "value" }, `${percent}%`),
+      );
+      item.dataset.class = name;
+      item.dataset.probability = String(probability);
+      return item;
+    }),
+  );
+}
+
+function showMaps(input, layers) {
+  const figures = [input, ...layers].map((layer) => {
+    const [height, width, channels] = layer.shape;
+    const shown = layer.shown_channels < channels ? `, first ${layer.shown_channels} shown` : "";
+    const what = layer.kind === "input" ? "the model's input" : `${channels} channels${shown}`;
+    return element(
+      "figure",
+      {},
+      element("img", { src: layer.image, alt: `${layer.name}: ${what}` }),
+      element(
+        "figcaption",
+        {},
+        element("b", {}, layer.name),
+        ` ${layer.kind === "input" ? "" : layer.kind} · ${height}×${width}×${channels}`,
+      ),
+    );
+  });
+  $("maps").replaceChildren(...figures);
+}
+
+function showError(message) {
+  const status = $("status");
+  status.classList.add("error");
+  status.textContent = message;
+}
+
+function resetResults() {
+  state.generation += 1;
+  state.pending = false;
+  state.source = null;
+  showUpload(null);
+  const status = $("status");
+  status.classList.remove("error");
+  status.textContent = "Draw something, or choose an image.";
+  $("top").replaceChildren();
+  $("input-image").hidden = true;
+  $("input-image").removeAttribute("src");
+  $("input-empty").hidden = false;
+  $("maps").replaceChildren(element("p", { class: "muted" }, "Draw or choose an image first."));
+}
+
+// --- The model and its run ----------------------------------------------------------------
+
+async function loadModel() {
+  const response = await fetch("/api/model");
+  if (!response.ok) throw new Error(`/api/model answered ${response.status}`);
+  const model = await response.json();
+  state.maxUploadBytes = model.limits.max_upload_bytes;
+  state.topK = Math.min(SHOWN_CLASSES, model.classes.length);
+  $("model-name").textContent = model.name;
+  document.title = `cnnlab · ${model.name}`;
+  const accuracy = model.metrics?.test_accuracy;
+  $("model-facts").textContent = [
+    `${model.classes.length} classes`,
+    `${model.parameters.toLocaleString()} parameters`,
+    `input ${model.input_shape.join("×")}`,
+    accuracy === undefined ? "not evaluated yet" : `${(100 * accuracy).toFixed(2)}% test accuracy`,
+  ].join(" · ");
+  showMetrics(model);
+}
+
+function showMetrics(model) {
+  const { metrics, training } = model;
+  const tiles = [];
+  const tile = (label, value) =>
+    tiles.push(element("div", { class: "metric" }, element("div", { class: "label" }, label), element("div", { class: "value" }, value)));
+  if (metrics) {
+    tile("test accuracy", `${(100 * metrics.test_accuracy).toFixed(2)}%`);
+    tile("test loss", metrics.test_loss.toFixed(4));
+    tile("test images", metrics.test_images.toLocaleString());
+  }
+  if (training) {
+    if (training.best_epoch != null) tile("best epoch", `${training.best_epoch} of ${training.epochs_run}`);
+    if (training.train_seconds != null) tile("training time", formatSeconds(training.train_seconds));
+  }
+  if (!tiles.length) tiles.push(element("p", { class: "muted" }, "No test metrics yet: run `cnnlab evaluate RUN`."));
+  $("metrics").replaceChildren(...tiles);
+
+  if (!metrics?.per_class) return;
+  const percent = (value) => `${(100 * value).toFixed(1)}%`;
+  const rows = metrics.per_class.map((row) =>
+    element("tr", {}, ...[row.class, percent(row.precision), percent(row.recall), percent(row.f1), row.support].map((cell) => element("td", {}, String(cell)))),
+  );
+  const head = element("tr", {}, ...["class", "precision", "recall", "F1", "images"].map((cell) => element("th", { scope: "col" }, cell)));
+  const table = element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows));
+  $("per-class").replaceChildren(element("details", {}, element("summary", {}, "Per-class test results"), element("div", { class: "table-wrap" }, table)));
+}
+
+async function loadSummary() {
+  const response = await fetch("/api/summary");
+  $("summary").textContent = response.ok ? await response.text() : "No summary available.";
+}
+
+function loadPictures() {
+  const missing = { "model-picture": "drawing of the model", "history-picture": "training history" };
+  for (const [id, what] of Object.entries(missing)) {
+    const picture = $(id);
+    picture.addEventListener("error", () => {
+      picture.closest("figure").replaceChildren(element("p", { class: "muted" }, `No ${what} is available for this run.`));
+    });
+    picture.src = picture.dataset.src; // set after the listener, so a 404 is never missed
+  }
+}
+
+// --- Helpers ------------------------------------------------------------------------------
+
+function element(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+function formatBytes(size) {
+  if (size >= 2 ** 20) return `${(size / 2 ** 20).toFixed(1)} MiB`;
+  if (size >= 2 ** 10) return `${(size / 2 ** 10).toFixed(1)} KiB`;
+  return `${size} bytes`;
+}
+
+function formatSeconds(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  return minutes ? `${minutes} min ${Math.round(seconds % 60)} s` : `${seconds.toFixed(1)} s`;
+}
+
+// --- Start ----------------------------------------------------------------------------------
+
+clearCanvas();
+setUpDrawing();
+setUpFiles();
+loadPictures();
+$("clear").addEventListener("click", () => {
+  clearCanvas();
+  resetResults();
+});
+loadModel().catch((error) => showError(`Cannot load the model: ${error.message}`));
+loadSummary().catch(() => {});
