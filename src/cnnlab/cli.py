@@ -217,6 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(visualize)
     visualize.set_defaults(handler=_visualize)
+
+    serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
+    serve.add_argument("run", type=Path, help="run folder or .keras file")
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        help="largest request body in MiB (default: %(default)s)",
+    )
+    serve.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -334,6 +350,24 @@ def _visualize(args: argparse.Namespace) -> int:
     if rendered.text:
         print(rendered.text)
     print(f"wrote {rendered.path}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cnnlab.serve import serve
+
+    if not 0 < args.port < 65536:
+        raise CnnlabError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0 or args.top_k < 1:
+        raise CnnlabError("--max-upload-mb must be > 0 and --top-k >= 1")
+    serve(
+        args.run,
+        args.host,
+        args.port,
+        log_level=args.log_level,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        top_k=args.top_k,
+    )
     return 0
 
 

@@ -184,7 +184,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 TopK = Annotated[
-    int | None, Query(ge=1, le=1000, description="how many classes to return (default: 3)")
+    int | None,
+    Query(ge=1, le=1000, description="how many classes to return (default: the server's top_k, 3)"),
 ]
 
 

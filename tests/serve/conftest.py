@@ -1,0 +1,46 @@
+"""Fixtures for the web app: the app over the tiny run, a live uvicorn server, test images."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from serve_helpers import LiveServer
+from synthetic import CLASS_NAMES, make_images
+
+from cnnlab.serve import create_app
+
+with warnings.catch_warnings():
+    # Starlette 1.x suggests httpx2 for its TestClient; httpx is what this project installs.
+    warnings.filterwarnings("ignore", message=".*httpx2")
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="session")
+def app(tiny_run: Path) -> FastAPI:
+    return create_app(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    # raise_server_exceptions=False: a 500 is checked as the response a real client would get.
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def images() -> list[tuple[str, np.ndarray]]:
+    """Two easy 28x28 uint8 images per class, with the class they show."""
+    labels = np.repeat(np.arange(len(CLASS_NAMES)), 2)
+    arrays = make_images(labels, np.random.default_rng(123))
+    return [(CLASS_NAMES[label], array) for label, array in zip(labels, arrays, strict=True)]
+
+
+@pytest.fixture(scope="session")
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server

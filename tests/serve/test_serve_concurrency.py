@@ -1,0 +1,37 @@
+"""Many clients at once against a real uvicorn: every answer is the one a lone client gets."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+from serve_helpers import LiveServer, png_bytes
+from synthetic import CLASS_NAMES, make_images
+
+THREADS = 32
+ROUNDS = 3  # requests per image
+
+
+def test_concurrent_predictions_equal_single_threaded_ones(live_server: LiveServer) -> None:
+    labels = np.tile(np.arange(len(CLASS_NAMES)), THREADS // len(CLASS_NAMES))
+    arrays = make_images(labels, np.random.default_rng(99))
+    # Move each bar a little so that no two requests carry the same image.
+    arrays = [np.roll(array, shift=i % 5 - 2, axis=i % 2) for i, array in enumerate(arrays)]
+    bodies = [png_bytes(array) for array in arrays]
+    assert len(set(bodies)) == THREADS
+
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+
+        def predict(index: int) -> tuple[int, Any]:
+            files = {"file": (f"{index}.png", bodies[index], "image/png")}
+            response = client.post("/api/predict", files=files, params={"top_k": 4})
+            return response.status_code, response.json()
+
+        alone = [predict(index) for index in range(THREADS)]
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            together = list(pool.map(predict, [i for _ in range(ROUNDS) for i in range(THREADS)]))
+
+    assert [answer["label"] for _, answer in alone] == [CLASS_NAMES[label] for label in labels]
+    assert together == alone * ROUNDS  # same classes and bit-identical probabilities

@@ -1,0 +1,221 @@
+"""The page in a real headless Chromium against a real uvicorn: upload, draw, clear, touch.
+
+Screenshots are saved under test-artifacts/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from serve_helpers import LiveServer, png_bytes
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TIMEOUT_MS = 15_000
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None, reason="the playwright package is missing"
+    ),
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and shutil.which("chromium") is None,
+        reason=f"no Chromium at {CHROMIUM}: install Debian's chromium package",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    executable = CHROMIUM if CHROMIUM.exists() else Path(str(shutil.which("chromium")))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
+    """The page, loaded, refusing any request to another host (the page must work offline)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    foreign: list[str] = []
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if _is_error(message) else None)
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith(live_server.url)
+            else (foreign.append(route.request.url), route.abort())
+        ),
+    )
+    page.goto(live_server.url)
+    page.wait_for_function("document.getElementById('model-name').textContent === 'tiny'")
+    yield page
+    assert not foreign, f"the page asked another host: {foreign}"
+    assert not errors, f"errors in the page: {errors}"
+    context.close()
+
+
+def _is_error(message: ConsoleMessage) -> bool:
+    """A console error, except the browser's note on a 4xx answer (the tests expect some)."""
+    expected = "Failed to load resource: the server responded with a status of 4"
+    return message.type == "error" and not message.text.startswith(expected)
+
+
+def top_classes(page: Page) -> list[tuple[str, float]]:
+    rows = page.locator("#top li")
+    return [
+        (str(row.get_attribute("data-class")), float(str(row.get_attribute("data-probability"))))
+        for row in rows.all()
+    ]
+
+
+def wait_for_new_answer(page: Page, before: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    page.wait_for_function(
+        """before => {
+            const rows = [...document.querySelectorAll('#top li')];
+            const now = rows.map(r => [r.dataset.class, Number(r.dataset.probability)]);
+            return rows.length > 0 && JSON.stringify(now) !== JSON.stringify(before);
+        }""",
+        arg=[list(item) for item in before],
+    )
+    return top_classes(page)
+
+
+def canvas_stats(page: Page) -> dict[str, Any]:
+    """How many canvas pixels are not pure black, and the canvas size."""
+    return page.evaluate(
+        """() => {
+            const canvas = document.getElementById('canvas');
+            const pen = canvas.getContext('2d');
+            const { data } = pen.getImageData(0, 0, canvas.width, canvas.height);
+            let lit = 0, opaque = true;
+            for (let i = 0; i < data.length; i += 4) {
+                if (data[i] || data[i + 1] || data[i + 2]) lit++;
+                if (data[i + 3] !== 255) opaque = false;
+            }
+            return { lit, opaque, pixels: data.length / 4 };
+        }"""
+    )
+
+
+def drag(page: Page, points: list[tuple[float, float]]) -> None:
+    """Draw through `points`, given as fractions of the canvas, with the mouse."""
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"serve-{name}.png", full_page=True)
+
+
+def test_uploading_an_image_shows_its_class(
+    page: Page, images: list[tuple[str, Any]], tmp_path: Path
+) -> None:
+    label, array = images[5]
+    path = tmp_path / "picture.png"
+    path.write_bytes(png_bytes(array))
+    page.set_input_files("#file", path)
+    page.wait_for_function("document.querySelectorAll('#top li').length > 0")
+    top = top_classes(page)
+    assert top[0][0] == label and top[0][1] > 0.5
+    assert page.locator("#status strong").inner_text() == label
+    assert page.locator("#input-image").is_visible()
+    # The input and one grid per conv/pooling layer.
+    page.wait_for_function("document.querySelectorAll('#maps img').length === 3")
+    page.wait_for_function("[...document.images].every(image => image.complete)")
+    assert page.locator("#model-picture").evaluate("image => image.naturalWidth") > 0
+    assert page.locator("#history-picture").evaluate("image => image.naturalWidth") > 0
+    screenshot(page, "upload")
+
+
+def test_drawing_updates_the_prediction_and_clear_really_clears(page: Page) -> None:
+    assert canvas_stats(page)["lit"] == 0
+    drag(page, [(0.2, 0.2), (0.8, 0.2)])
+    first = wait_for_new_answer(page, [])
+    assert canvas_stats(page)["lit"] > 1000  # a thick, light stroke
+    assert abs(sum(probability for _, probability in first) - 1) < 1e-3  # all 4 classes shown
+    drag(page, [(0.5, 0.2), (0.5, 0.9)])
+    second = wait_for_new_answer(page, first)
+    assert second != first
+    screenshot(page, "drawing")
+
+    page.click("#clear")
+    stats = canvas_stats(page)
+    assert stats["lit"] == 0 and stats["opaque"]  # every pixel black again
+    assert page.locator("#top li").count() == 0
+    assert page.locator("#maps img").count() == 0
+    page.wait_for_timeout(500)  # an answer still on its way must not come back
+    assert page.locator("#top li").count() == 0
+
+
+def test_an_error_is_shown_and_the_page_recovers(page: Page, tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"this is not a picture")
+    page.set_input_files("#file", path)
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "not an image" in page.locator("#status").inner_text()
+    drag(page, [(0.3, 0.5), (0.7, 0.5)])
+    wait_for_new_answer(page, [])
+    assert "error" not in str(page.locator("#status").get_attribute("class"))
+
+
+def test_a_finger_draws_on_a_phone(browser: Browser, live_server: LiveServer) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(live_server.url)
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None and box["width"] > 300  # the pad fills the phone's width
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    scroll_before = page.evaluate("window.scrollY")
+    session = context.new_cdp_session(page)
+    x0, y = box["x"] + 0.2 * box["width"], box["y"] + 0.5 * box["height"]
+    session.send(
+        "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y}]}
+    )
+    for step in range(1, 11):
+        x = x0 + step * 0.06 * box["width"]
+        session.send(
+            "Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]}
+        )
+    session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    wait_for_new_answer(page, [])
+    assert canvas_stats(page)["lit"] > 1000
+    assert page.evaluate("window.scrollY") == scroll_before  # the finger drew, not scrolled
+    screenshot(page, "phone")
+    context.close()
