@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0o666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _default_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed over `target`.
@@ -28,6 +38,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0o600); give it the mode an ordinary write would.
+        mode = target.stat().st_mode & 0o7777 if target.exists() else _NEW_FILE_MODE
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

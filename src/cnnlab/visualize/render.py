@@ -17,6 +17,7 @@ from cnnlab.visualize._common import save_png
 
 KINDS = ("model", "history", "confusion", "errors", "filters", "features", "convpool", "gradcam")
 NEEDS_IMAGE = frozenset({"features", "convpool", "gradcam"})
+SHOWN_INIT_KERNELS = 18  # 2 x 9: the whitening filters of 3x3 patches and their negations
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,10 @@ def _filters(
         model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
         name = init_first_conv(model, method, splits.x_train)
         conv = model.get_layer(name) if name else _first_conv(model)
-        sets[f"{method} (before training)"] = conv.kernel.numpy()
+        kernel = conv.kernel.numpy()
+        # The first 18 kernels: all that whitening sets, and the 5 classic ones plus random.
+        shown = min(SHOWN_INIT_KERNELS, kernel.shape[-1])
+        sets[f"{method} init"] = kernel[..., :shown]
     return plot_filter_sets(sets), ""
 
 
