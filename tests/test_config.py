@@ -76,3 +76,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_replace_validates() -> None:
     with pytest.raises(ConfigError, match="batch_size"):
         Config().replace(train={"batch_size": 0})
+
+
+def test_precision_is_checked_and_the_seed_recipe_is_float32() -> None:
+    assert recipe("seed").train.precision == "float32"
+    assert recipe("default").train.precision == "auto"
+    with pytest.raises(ConfigError, match=r"train\.precision"):
+        load_config(overrides={"train.precision": "float8"})

@@ -108,3 +108,14 @@ def test_unknown_architecture_and_bad_files(tmp_path: Path) -> None:
     broken.write_text("[[layers]\ntype=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_architecture(broken)
+
+
+def test_mixed_precision_keeps_the_output_layer_float32() -> None:
+    from cnnlab._backend import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        model = build_model("basic_cnn")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    assert model.layers[0].compute_dtype == "bfloat16"
+    assert model.layers[-1].compute_dtype == "float32"
+    assert model.count_params() == 73_834

@@ -35,8 +35,11 @@ def test_a_run_folder_has_everything(tiny_run: Path) -> None:
 
 
 def test_config_toml_re_runs_exactly(tiny_run: Path) -> None:
+    from cnnlab._backend import fastest_precision
+
     config = load_config(tiny_run / "config.toml")
     assert config.train.seed == 7 and config.train.epochs == 4
+    assert config.train.precision == fastest_precision()  # "auto", resolved and recorded
     assert config.run_dir == tiny_run
 
 
@@ -121,11 +124,11 @@ class KillAfter(keras.callbacks.Callback):
         if epoch == {kill_epoch}:
             os.kill(os.getpid(), signal.SIGKILL)  # no clean-up: a real crash
 
-original = training._callbacks
+original = training.make_callbacks
 def with_killer(*args, **kwargs):
     callbacks, checkpoint = original(*args, **kwargs)
     return callbacks + [KillAfter()], checkpoint
-training._callbacks = with_killer
+training.make_callbacks = with_killer
 training.train(load_config(sys.argv[1]))
 """
 

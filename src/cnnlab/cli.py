@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="training steps per compiled call (default 16)",
     )
+    train.add_argument(
+        "--precision",
+        dest="train.precision",
+        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        help="auto (default): mixed_bfloat16 on CPUs with bfloat16 "
+        "instructions, mixed_float16 on a GPU, else float32",
+    )
     train.add_argument("--name", dest="run.name", metavar="NAME", help="run folder name")
     train.add_argument(
         "--runs-dir",
@@ -233,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(handler=_serve)
+
+    bench = commands.add_parser(
+        "bench", help="performance table: cnnlab's trainer vs plain Keras and PyTorch"
+    )
+    bench.add_argument("--quick", action="store_true", help="everything tiny: checks it runs")
+    bench.add_argument("--repeats", type=int, default=3, help="alternated repeats (median)")
+    bench.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench.json"),
+        help="file or folder for the JSON results (default: %(default)s)",
+    )
+    bench.add_argument("--run", help="run folder whose model (and exports) to time for inference")
+    _add_data_dir(bench)
+    bench.set_defaults(handler=_bench)
     return parser
 
 
@@ -368,6 +390,19 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         top_k=args.top_k,
     )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from cnnlab.bench import format_table, run_bench, write_json
+
+    if args.repeats < 1:
+        raise CnnlabError(f"--repeats must be >= 1, got {args.repeats}")
+    results = run_bench(
+        quick=args.quick, repeats=args.repeats, data_dir=args.data_dir, run_dir=args.run
+    )
+    print(format_table(results), end="")
+    print(f"\nwritten: {write_json(results, args.json)}")
     return 0
 
 

@@ -20,6 +20,7 @@ from cnnlab.errors import ConfigError
 
 RECIPES = ("default", "seed")
 INIT_FILTERS = ("random", "classic", "whitening")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class TrainConfig:
     target_accuracy: float = 0.0  # stop once `monitor` reaches it (0: off)
     seed: int = -1  # -1: draw one at start and record it here
     steps_per_execution: int = 16
+    precision: str = (
+        "auto"  # float32, mixed_bfloat16, mixed_float16; auto: what the hardware runs fastest
+    )
 
     def __post_init__(self) -> None:
         _check(self.recipe in RECIPES, f"train.recipe must be one of {', '.join(RECIPES)}")
@@ -82,6 +86,10 @@ class TrainConfig:
         _check(0.0 <= self.target_accuracy <= 1.0, "train.target_accuracy must be in [0, 1]")
         _check(self.seed >= -1, "train.seed must be >= 0 (or -1 to draw one)")
         _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
+        _check(
+            self.precision in PRECISIONS,
+            f"train.precision must be one of {', '.join(PRECISIONS)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ _SEED_RECIPE: dict[str, dict[str, Any]] = {
         "patience": 0,
         "reduce_lr_patience": 0,
         "monitor": "accuracy",
+        "precision": "float32",  # the notes' arithmetic, whatever the hardware
     },
 }
 

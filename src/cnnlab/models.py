@@ -161,8 +161,11 @@ def build_model(
     if not isinstance(architecture, Architecture):
         architecture = load_architecture(architecture)
     keras = _keras()
+    # Under mixed precision the output layer stays float32, so softmax and loss are exact.
+    mixed = keras.mixed_precision.global_policy().name.startswith("mixed")
+    last = len(architecture.layers)
     layers = [
-        _make_layer(keras, spec, num_classes, architecture.source, i)
+        _make_layer(keras, spec, num_classes, architecture.source, i, float32=mixed and i == last)
         for i, spec in enumerate(architecture.layers, start=1)
     ]
     inputs = keras.Input(shape=tuple(input_shape))
@@ -188,7 +191,9 @@ def build_model(
     return keras.Model(inputs, current, name=architecture.name)
 
 
-def _make_layer(keras: Any, spec: LayerSpec, num_classes: int, source: str, index: int) -> Any:
+def _make_layer(
+    keras: Any, spec: LayerSpec, num_classes: int, source: str, index: int, float32: bool = False
+) -> Any:
     where = f"{source}: layer {index} ({spec.type})"
     cls = getattr(keras.layers, spec.type, None)
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
@@ -198,6 +203,8 @@ def _make_layer(keras: Any, spec: LayerSpec, num_classes: int, source: str, inde
     options = _substitute(dict(spec.options), num_classes)
     if spec.name:
         options["name"] = spec.name
+    if float32:
+        options.setdefault("dtype", "float32")
     return _call_checked(lambda: cls(**options), where)
 
 

@@ -23,11 +23,13 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab import __version__
+from cnnlab._backend import dtype_policy, fastest_precision
 from cnnlab._backend import keras as _keras
 from cnnlab._io import atomic_write_text
 from cnnlab.config import Config, TrainConfig, load_config
@@ -58,8 +60,16 @@ class TrainResult:
     state: dict[str, Any]
 
 
-def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResult:
-    """Train `config` (default: the seed model with cnnlab's default recipe) into its run folder."""
+def train(
+    config: Config | None = None,
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train `config` (default: the seed model with cnnlab's default recipe) into its run folder.
+
+    `callbacks` are extra Keras callbacks, run after cnnlab's own at each epoch's end.
+    """
     config = config or load_config()
     run_dir = config.run_dir
 
@@ -72,28 +82,17 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
         log.info("%s is already finished; nothing to do (use --overwrite to train again)", run_dir)
         return load_result(run_dir)
     resuming = state.get("status") == "running"
-    if resuming:
-        config = _same_config_or_fail(config, run_dir)
-    elif config.train.seed == -1:
-        config = config.replace(train={"seed": random.SystemRandom().randrange(2**31)})
+    config = _same_config_or_fail(config, run_dir) if resuming else resolve_defaults(config)
     log.info("configuration:\n%s", config.to_toml().rstrip())
 
     # Prepare the data.
     splits = _prepare_data(config)
 
-    # Build the model.
+    # Build and compile the model.
     keras = _keras()
-    from cnnlab.models import build_model, summary_text
+    from cnnlab.models import summary_text
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(config.train.seed)
-    model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
-    if not resuming:  # a resumed run gets its kernels back from the backup
-        from cnnlab.kernels import init_first_conv
-
-        init_first_conv(model, config.model.init_filters, splits.x_train)
-
-    compile_model(model, config.train)
+    model = build_training_model(config, splits, init_filters=not resuming)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
@@ -113,7 +112,7 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
     atomic_write_text(run_dir / SUMMARY_FILE, summary_text(model))
 
     # Train.
-    callbacks, checkpoint = _callbacks(config, run_dir, has_validation=len(splits.x_val) > 0)
+    own, checkpoint = make_callbacks(config, run_dir, has_validation=len(splits.x_val) > 0)
     from cnnlab.pipeline import make_dataset
 
     batch = config.train.batch_size
@@ -126,7 +125,7 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
         train_data,
         validation_data=val_data,
         epochs=config.train.epochs,
-        callbacks=callbacks,
+        callbacks=[*own, *callbacks],
         shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -153,6 +152,25 @@ def train(config: Config | None = None, *, overwrite: bool = False) -> TrainResu
         run_dir / MODEL_FILE,
     )
     return TrainResult(run_dir=run_dir, model=best_model, history=history, state=state)
+
+
+def build_training_model(
+    config: Config, splits: Splits, *, init_filters: bool = True
+) -> keras.Model:
+    """The compiled model `train` trains: a fresh seeded session, the run's precision policy,
+    the first-layer initialisation (unless resuming, when the backup has the kernels)."""
+    keras = _keras()
+    from cnnlab.kernels import init_first_conv
+    from cnnlab.models import build_model
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.train.seed)
+    with dtype_policy(config.train.precision):
+        model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
+    if init_filters:
+        init_first_conv(model, config.model.init_filters, splits.x_train)
+    compile_model(model, config.train)
+    return model
 
 
 def compile_model(model: keras.Model, train: TrainConfig) -> None:
@@ -183,7 +201,7 @@ def _prepare_data(config: Config) -> Splits:
     )
 
 
-def _callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tuple[list[Any], Any]:
+def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tuple[list[Any], Any]:
     """The callbacks that control training, in the order they must run at an epoch's end."""
     keras = _keras()
     from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached
@@ -241,12 +259,25 @@ def _best_row(history: list[dict[str, float]], monitor: str | None) -> dict[str,
     return pick(history, key=lambda row: row[monitor])
 
 
+def resolve_defaults(config: Config) -> Config:
+    """Turn "choose for me" settings into the concrete values that config.toml records."""
+    changes: dict[str, Any] = {}
+    if config.train.seed == -1:
+        changes["seed"] = random.SystemRandom().randrange(2**31)
+    if config.train.precision == "auto":
+        changes["precision"] = fastest_precision()
+    return config.replace(train=changes) if changes else config
+
+
 def _same_config_or_fail(config: Config, run_dir: Path) -> Config:
     """An interrupted run resumes only with the configuration it started with."""
     saved = load_config(run_dir / CONFIG_FILE)
-    candidate = (
-        config if config.train.seed != -1 else config.replace(train={"seed": saved.train.seed})
-    )
+    adopted = {
+        key: getattr(saved.train, key)
+        for key, unresolved in (("seed", -1), ("precision", "auto"))
+        if getattr(config.train, key) == unresolved
+    }
+    candidate = config.replace(train=adopted)
     if candidate != saved:
         raise RunError(
             f"{run_dir} was started with a different configuration ({run_dir / CONFIG_FILE}); "
