@@ -46,6 +46,8 @@ def make_tiny_config(runs_dir: Path, npz: Path, arch: Path, **train: object) -> 
         "train.epochs": 3,
         "train.seed": 7,
         "train.learning_rate": 0.01,
+        "train.lr_decay": 1.0,  # the tiny data is learned in a few epochs at a constant rate
+        "model.init_filters": "random",
         "run.runs_dir": str(runs_dir),
         "run.name": "tiny",
     }

@@ -55,3 +55,13 @@ def test_checkpoint_keeps_a_better_model_from_before_a_resume(tmp_path: Path) ->
 def test_epoch_timer_adds_seconds_to_the_logs() -> None:
     history = _fit([EpochTimer()], epochs=2)
     assert all(s > 0 for s in history.history["epoch_seconds"])
+
+
+def test_checkpoint_breaks_ties_with_the_lower_loss(tmp_path: Path) -> None:
+    checkpoint = BestModelCheckpoint(tmp_path / "m.keras", monitor="acc", tie_breaker="loss")
+    checkpoint.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    for epoch, logs in enumerate(
+        [{"acc": 0.9, "loss": 0.5}, {"acc": 0.9, "loss": 0.3}, {"acc": 0.9, "loss": 0.4}]
+    ):
+        checkpoint.on_epoch_end(epoch, logs)
+    assert checkpoint.best_epoch == 1 and checkpoint.best_tie == 0.3

@@ -53,4 +53,15 @@ def test_random_leaves_the_model_alone_and_bad_models_are_refused() -> None:
         (28, 28, 1),
     )
     with pytest.raises(ConfigError, match="3x3 kernels"):
-        init_first_conv(five, "whitening", np.zeros((1, 28, 28, 1)))
+        init_first_conv(five, "classic", np.zeros((1, 28, 28, 1)))
+
+
+def test_whitening_works_for_any_square_kernel_and_channels() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((50, 16, 16, 3)).astype(np.float32)
+    assert whitening_filters(images, size=5).shape == (5, 5, 3, 150)
+    spec = {"layers": [{"type": "Conv2D", "filters": 8, "kernel_size": 5}]}
+    model = build_model(parse_architecture(spec), (16, 16, 3))
+    name = init_first_conv(model, "whitening", images)
+    kernel = model.get_layer(name).kernel.numpy()
+    np.testing.assert_allclose(kernel, whitening_filters(images, size=5)[..., :8], rtol=1e-5)

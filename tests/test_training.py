@@ -86,7 +86,11 @@ def test_early_stopping_restores_the_best(
     result = train(tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=40, patience=1))
     history = result.history
     assert len(history) < 40
-    best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+    # Best validation accuracy; between equal accuracies, the lower validation loss.
+    best = max(
+        range(len(history)),
+        key=lambda i: (history[i]["val_accuracy"], -history[i]["val_loss"]),
+    )
     assert result.state["best_epoch"] == best + 1
     splits_val = result.state["validation_images"]
     assert splits_val == 60

@@ -82,6 +82,8 @@ class BestModelCheckpoint(_Callback):
     A reader, or a process killed mid-save, never sees half a file. `initial_best` lets a
     resumed run keep the best value from before the interruption instead of overwriting a
     good checkpoint with the first epoch after it. With `monitor=None` every epoch is saved.
+    `tie_breaker` (a loss, lower is better) decides between epochs whose `monitor` is equal,
+    which happens often with accuracy on a small validation set.
 
     Example:
 
@@ -94,6 +96,8 @@ class BestModelCheckpoint(_Callback):
         monitor: str | None = "val_accuracy",
         mode: str = "auto",
         initial_best: float | None = None,
+        tie_breaker: str | None = None,
+        initial_tie: float = math.inf,
     ):
         super().__init__()
         self.filepath = Path(filepath)
@@ -101,17 +105,23 @@ class BestModelCheckpoint(_Callback):
         self.mode = _mode_for(monitor or "") if mode == "auto" else mode
         default = -math.inf if self.mode == "max" else math.inf
         self.best = default if initial_best is None else initial_best
+        self.tie_breaker = tie_breaker
+        self.best_tie = initial_tie
         self.best_epoch: int | None = None
 
-    def _improved(self, value: float) -> bool:
+    def _improved(self, value: float, tie: float) -> bool:
+        if value == self.best:
+            return tie < self.best_tie
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.monitor is not None:
-            value = (logs or {}).get(self.monitor)
-            if value is None or not math.isfinite(value) or not self._improved(value):
+            logs = logs or {}
+            value = logs.get(self.monitor)
+            tie = logs.get(self.tie_breaker, math.inf) if self.tie_breaker else math.inf
+            if value is None or not math.isfinite(value) or not self._improved(value, tie):
                 return
-            self.best = float(value)
+            self.best, self.best_tie = float(value), float(tie)
         self.best_epoch = epoch
         with atomic_path(self.filepath) as tmp:
             self.model.save(tmp)

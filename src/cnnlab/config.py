@@ -43,7 +43,7 @@ class ModelConfig:
     """The architecture: a built-in name (`basic_cnn` is the seed model) or a spec file."""
 
     architecture: str = "basic_cnn"
-    init_filters: str = "random"  # first conv layer: random (Keras), classic or whitening
+    init_filters: str = "whitening"  # first conv layer: whitening (of the data), random, classic
 
     def __post_init__(self) -> None:
         _check(
@@ -60,10 +60,11 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 32
     optimizer: str = "adam"
-    learning_rate: float = 0.001
+    learning_rate: float = 0.002
+    lr_decay: float = 0.5  # multiply the learning rate by this after every epoch (1: constant)
     patience: int = 3  # early stopping on `monitor`, best weights restored (0: off)
-    reduce_lr_patience: int = 1  # multiply the learning rate by reduce_lr_factor after this
-    reduce_lr_factor: float = 0.3  # many epochs without improvement of `monitor` (0: off)
+    reduce_lr_patience: int = 0  # cut the rate by reduce_lr_factor after this many flat epochs
+    reduce_lr_factor: float = 0.3  # (a plateau schedule; patience 0: off)
     monitor: str = "val_accuracy"
     target_accuracy: float = 0.0  # stop once `monitor` reaches it (0: off)
     seed: int = -1  # -1: draw one at start and record it here
@@ -80,6 +81,7 @@ class TrainConfig:
             self.learning_rate > 0 and math.isfinite(self.learning_rate),
             "train.learning_rate must be a positive number",
         )
+        _check(0 < self.lr_decay <= 1, "train.lr_decay must be in (0, 1] (1: constant)")
         _check(self.patience >= 0, "train.patience must be >= 0 (0 turns early stopping off)")
         _check(self.reduce_lr_patience >= 0, "train.reduce_lr_patience must be >= 0 (0: off)")
         _check(0 < self.reduce_lr_factor < 1, "train.reduce_lr_factor must be in (0, 1)")
@@ -137,11 +139,14 @@ class Config:
 # and no callback that changes training.
 _SEED_RECIPE: dict[str, dict[str, Any]] = {
     "data": {"validation_split": 0.0},
+    "model": {"init_filters": "random"},
     "train": {
         "recipe": "seed",
         "epochs": 50,
         "patience": 0,
         "reduce_lr_patience": 0,
+        "lr_decay": 1.0,
+        "learning_rate": 0.001,
         "monitor": "accuracy",
         "precision": "float32",  # the notes' arithmetic, whatever the hardware
     },

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import shutil
 import sys
@@ -134,7 +135,7 @@ def train(
     # Save: the best checkpoint is the run's model; the backup is no longer needed.
     history = read_history(run_dir)
     _rewrite_history(run_dir, history)
-    best = _best_row(history, checkpoint.monitor)
+    best = _best_row(history, checkpoint.monitor, checkpoint.tie_breaker or "val_loss")
     state.update(
         status="finished",
         epochs_run=len(history),
@@ -212,12 +213,15 @@ def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tu
         monitor = monitor[len("val_") :]
     # The seed recipe keeps the last epoch's model, as the notes do; the others keep the best.
     keep_best = train.recipe != "seed"
+    tie_breaker = "val_loss" if has_validation else "loss"
     previous = read_history(run_dir)
-    best_row = _best_row(previous, monitor) if keep_best else None
+    best_row = _best_row(previous, monitor, tie_breaker) if keep_best else None
     checkpoint = BestModelCheckpoint(
         run_dir / MODEL_FILE,
         monitor=monitor if keep_best else None,
         initial_best=None if best_row is None else best_row[monitor],
+        tie_breaker=tie_breaker,
+        initial_tie=math.inf if best_row is None else best_row.get(tie_breaker, math.inf),
     )
     callbacks: list[Any] = [EpochTimer(), keras.callbacks.TerminateOnNaN()]
     if train.target_accuracy:
@@ -228,6 +232,9 @@ def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tu
                 monitor=monitor, patience=train.patience, restore_best_weights=True, verbose=1
             )
         )
+    if train.lr_decay < 1:
+        start, decay = train.learning_rate, train.lr_decay
+        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch: start * decay**epoch))
     if train.reduce_lr_patience:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -248,15 +255,18 @@ def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tu
     return callbacks, checkpoint
 
 
-def _best_row(history: list[dict[str, float]], monitor: str | None) -> dict[str, float] | None:
+def _best_row(
+    history: list[dict[str, float]], monitor: str | None, tie_breaker: str = "val_loss"
+) -> dict[str, float] | None:
+    """The epoch the checkpoint kept: best `monitor`, ties to the lowest `tie_breaker`."""
     if not history:
         return None
     if monitor is None or monitor not in history[0]:
         return history[-1]
     from cnnlab.callbacks import _mode_for
 
-    pick = max if _mode_for(monitor) == "max" else min
-    return pick(history, key=lambda row: row[monitor])
+    sign = 1.0 if _mode_for(monitor) == "max" else -1.0
+    return max(history, key=lambda row: (sign * row[monitor], -row.get(tie_breaker, math.inf)))
 
 
 def resolve_defaults(config: Config) -> Config:
