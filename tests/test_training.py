@@ -169,3 +169,12 @@ def test_killed_run_resumes_where_it_stopped(
     assert history[3]["loss"] < history[0]["loss"]
     probabilities = resumed.model.predict(np.zeros((1, 28, 28, 1)), verbose=0)
     assert probabilities.shape == (1, 4)
+
+
+def test_a_diverging_run_ends_in_a_clear_error(
+    tmp_path: Path, tiny_npz: Path, tiny_arch: Path, tiny_config: Callable[..., Config]
+) -> None:
+    config = tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=2, learning_rate=1e30)
+    with pytest.raises(RunError, match="loss became NaN"):
+        train(config)
+    assert read_state(config.run_dir)["status"] == "running"  # not marked finished

@@ -81,7 +81,8 @@ class BestModelCheckpoint(_Callback):
 
     A reader, or a process killed mid-save, never sees half a file. `initial_best` lets a
     resumed run keep the best value from before the interruption instead of overwriting a
-    good checkpoint with the first epoch after it. With `monitor=None` every epoch is saved.
+    good checkpoint with the first epoch after it. With `monitor=None` every epoch is saved;
+    an epoch whose training loss is not finite never is.
     `tie_breaker` (a loss, lower is better) decides between epochs whose `monitor` is equal,
     which happens often with accuracy on a small validation set.
 
@@ -115,8 +116,10 @@ class BestModelCheckpoint(_Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if not math.isfinite(logs.get("loss", 0.0)):
+            return  # weights that gave a NaN or infinite loss are never worth keeping
         if self.monitor is not None:
-            logs = logs or {}
             value = logs.get(self.monitor)
             tie = logs.get(self.tie_breaker, math.inf) if self.tie_breaker else math.inf
             if value is None or not math.isfinite(value) or not self._improved(value, tie):

@@ -133,6 +133,11 @@ def train(
     state["train_seconds"] = round(state["train_seconds"] + time.perf_counter() - started, 2)
 
     # Save: the best checkpoint is the run's model; the backup is no longer needed.
+    if not (run_dir / MODEL_FILE).is_file():
+        raise RunError(
+            f"{run_dir}: training produced no usable model (the loss became NaN before any "
+            "epoch finished); try a lower --learning-rate, then run again with --overwrite"
+        )
     history = read_history(run_dir)
     _rewrite_history(run_dir, history)
     best = _best_row(history, checkpoint.monitor, checkpoint.tie_breaker or "val_loss")
