@@ -119,3 +119,18 @@ def test_mixed_precision_keeps_the_output_layer_float32() -> None:
     assert model.layers[0].compute_dtype == "bfloat16"
     assert model.layers[-1].compute_dtype == "float32"
     assert model.count_params() == 73_834
+
+
+def test_fully_convolutional_model_predicts_at_any_size() -> None:
+    import numpy as np
+
+    model = build_model("fcn", (28, 28, 1), 10)
+    assert model.input_shape == (None, None, None, 1)
+    assert not any(type(layer).__name__ in ("Flatten", "Dense") for layer in model.layers)
+    # conv 640 + 36,928 + 18,464 and the 1x1 classifier 32*10 + 10
+    assert model.count_params() == 640 + 36_928 + 18_464 + 330
+    rng = np.random.default_rng(0)
+    for size in (28, 56):
+        probabilities = model.predict(rng.random((2, size, size, 1)), verbose=0)
+        assert probabilities.shape == (2, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)

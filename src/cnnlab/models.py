@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 NUM_CLASSES = "num_classes"
 INPUT = "input"
-_SPEC_KEYS = {"name", "description", "layers"}
+_SPEC_KEYS = {"name", "description", "layers", "any_input_size"}
 _LAYER_META_KEYS = {"type", "name", "inputs"}
 
 
@@ -62,6 +62,7 @@ class Architecture:
     layers: tuple[LayerSpec, ...]
     description: str = ""
     source: str = ""
+    any_input_size: bool = False  # fully convolutional: height and width are left open
 
     @property
     def is_sequential(self) -> bool:
@@ -140,11 +141,15 @@ def parse_architecture(raw: Mapping[str, Any], *, source: str = "<dict>") -> Arc
     name = raw.get("name", "model")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: `name` must be a non-empty string")
+    any_size = raw.get("any_input_size", False)
+    if not isinstance(any_size, bool):
+        raise ConfigError(f"{source}: `any_input_size` must be true or false")
     return Architecture(
         name=name,
         layers=tuple(layers),
         description=str(raw.get("description", "")),
         source=source,
+        any_input_size=any_size,
     )
 
 
@@ -156,7 +161,8 @@ def build_model(
     """Build the Keras model an architecture describes, for the given input shape and classes.
 
     A plain stack becomes a `keras.Sequential` (so its summary reads like the seed's); a spec
-    with `inputs` becomes a functional `keras.Model`.
+    with `inputs` becomes a functional `keras.Model`. With `any_input_size = true` the model's
+    height and width are left open (None), as a fully convolutional network allows.
     """
     if not isinstance(architecture, Architecture):
         architecture = load_architecture(architecture)
@@ -168,7 +174,10 @@ def build_model(
         _make_layer(keras, spec, num_classes, architecture.source, i, float32=mixed and i == last)
         for i, spec in enumerate(architecture.layers, start=1)
     ]
-    inputs = keras.Input(shape=tuple(input_shape))
+    shape = tuple(input_shape)
+    if architecture.any_input_size:  # trained at one size, usable at any size from it up
+        shape = (None, None, *shape[2:])
+    inputs = keras.Input(shape=shape)
     if architecture.is_sequential:
         return _call_checked(
             lambda: keras.Sequential([inputs, *layers], name=architecture.name),
