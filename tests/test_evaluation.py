@@ -50,3 +50,19 @@ def test_evaluate_a_run(tiny_run: Path, tiny_npz: Path) -> None:
 def test_evaluate_needs_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not a run folder"):
         evaluate(tmp_path)
+
+
+def test_tta_averages_with_the_flipped_images(tiny_run: Path, tiny_npz: Path) -> None:
+    import keras
+
+    metrics = evaluate(tiny_run, tta=True)
+    data = np.load(tiny_npz)
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    x = (data["x_test"].astype("float32") / 255)[..., None]
+    averaged = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    expected = float((averaged.argmax(axis=1) == data["y_test"]).mean())
+    assert metrics["tta"]["test_accuracy"] == pytest.approx(expected)
+    # Left and right bars swap under a flip: averaging must hurt this tiny task, which shows
+    # the flip really happened, and the plain figures are reported unchanged beside it.
+    assert metrics["tta"]["test_accuracy"] < metrics["test_accuracy"]
+    assert "test-time augmentation" in format_report(metrics)

@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run folder")
     _add_data_dir(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
+    evaluate.add_argument("--tta", action="store_true",
+                          help="also report test-time augmentation (mean with the flipped image)")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes for any image files")
@@ -330,7 +332,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from cnnlab.evaluation import evaluate, format_report
 
-    metrics = evaluate(args.run, data_dir=args.data_dir)
+    metrics = evaluate(args.run, data_dir=args.data_dir, tta=args.tta)
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
     return 0
 

@@ -20,9 +20,13 @@ METRICS_FILE = "metrics.json"
 
 
 def evaluate(
-    run_dir: str | Path, *, data_dir: str | None = None, batch_size: int = 256
+    run_dir: str | Path, *, data_dir: str | None = None, batch_size: int = 256, tta: bool = False
 ) -> dict[str, Any]:
-    """Evaluate a finished run on its dataset's test set and write `metrics.json`."""
+    """Evaluate a finished run on its dataset's test set and write `metrics.json`.
+
+    With `tta`, also test-time augmentation: the prediction averaged with that of the
+    horizontally flipped image, reported apart (`metrics["tta"]`) from the plain figures.
+    """
     from cnnlab.training import load_model, run_data
 
     run_dir = Path(run_dir)
@@ -30,6 +34,14 @@ def evaluate(
     model = load_model(run_dir)
     probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
     metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
+    if tta:
+        flipped = model.predict(splits.x_test[:, :, ::-1], batch_size=batch_size, verbose=0)
+        averaged = (np.asarray(probabilities) + np.asarray(flipped)) / 2
+        both = classification_metrics(splits.y_test, averaged, splits.class_names)
+        metrics["tta"] = {
+            "method": "mean of the image's and its horizontal flip's probabilities",
+            **{k: both[k] for k in ("test_loss", "test_accuracy", "macro_f1")},
+        }
     metrics["run"] = str(run_dir)
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -91,6 +103,13 @@ def format_report(metrics: dict[str, Any]) -> str:
             f"  {row['f1']:6.4f}  {row['support']:7d}"
         )
     lines.append(f"{'macro F1':<{width}}  {'':9}  {'':6}  {metrics['macro_f1']:6.4f}")
+    if "tta" in metrics:
+        tta = metrics["tta"]
+        lines += [
+            "",
+            f"with test-time augmentation (+ horizontal flip): test loss {tta['test_loss']:.4f}"
+            f"   test accuracy {tta['test_accuracy']:.4f}",
+        ]
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     confusion = metrics["confusion_matrix"]
     cell = max(5, len(str(max(max(r) for r in confusion))) + 1)
