@@ -194,15 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run folder")
     _add_data_dir(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
-    evaluate.add_argument("--tta", action="store_true",
-                          help="also report test-time augmentation (mean with the flipped image)")
+    evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="also report test-time augmentation (mean with the flipped image)",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes for any image files")
-    predict.add_argument("run", type=Path, help="run folder or .keras file")
+    predict.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP...)")
     predict.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
     predict.add_argument("--json", action="store_true", help="print results as JSON")
+    _add_onnx(predict)
     predict.set_defaults(handler=_predict)
     visualize = commands.add_parser(
         "visualize",
@@ -228,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.set_defaults(handler=_visualize)
 
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
-    serve.add_argument("run", type=Path, help="run folder or .keras file")
+    serve.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
+    _add_onnx(serve)
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     serve.add_argument(
@@ -242,6 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(handler=_serve)
+
+    export = commands.add_parser(
+        "export", help="write the model as ONNX, SavedModel or LiteRT into the run folder"
+    )
+    export.add_argument("run", type=Path, help="run folder or .keras file")
+    export.add_argument(
+        "-f",
+        "--format",
+        dest="formats",
+        action="append",
+        metavar="FORMAT",
+        help="onnx (default), saved_model or litert (tflite); repeat or comma-separate",
+    )
+    export.add_argument("-o", "--out-dir", type=Path, help="folder to write to (default: the run)")
+    export.set_defaults(handler=_export)
 
     bench = commands.add_parser(
         "bench", help="performance table: cnnlab's trainer vs plain Keras and PyTorch"
@@ -262,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="look for dataset files here first")
+
+
+def _add_onnx(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="use RUN/model.onnx (from `cnnlab export`) on ONNX Runtime, without TensorFlow",
+    )
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -338,11 +366,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cnnlab.inference import Predictor
+    from cnnlab.lite import load_predictor
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")
-    predictor = Predictor.load(args.run)
+    predictor = load_predictor(args.run, onnx=args.onnx)
     results = predictor.predict(args.images, top_k=args.top_k)
     failed = [r for r in results if r.error is not None]
     for result in failed:
@@ -391,7 +419,17 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         top_k=args.top_k,
+        onnx=args.onnx,
     )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cnnlab.export import export, parse_formats
+
+    formats = parse_formats(args.formats or ["onnx"])  # a bad name fails before the model loads
+    for name, path in export(args.run, formats, out_dir=args.out_dir).items():
+        print(f"wrote {name}: {path} (+ {path.name}.json)")
     return 0
 
 

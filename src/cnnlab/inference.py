@@ -49,6 +49,8 @@ class Prediction:
 class Predictor:
     """A loaded model with its class names and input size: load once, predict many times."""
 
+    backend = "keras"
+
     def __init__(self, model: keras.Model, class_names: Sequence[str] | None = None):
         self.model = model
         shape = tuple(model.input_shape)[1:]
@@ -66,10 +68,17 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
-        """Load a run folder (or a .keras file, with class names from a run.json beside it)."""
+        """Load a run folder (or a .keras file, with class names from a run.json beside it).
+
+        An .onnx file gives an `cnnlab.lite.OnnxPredictor`: ONNX Runtime, no TensorFlow.
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            from cnnlab.lite import OnnxPredictor
+
+            return OnnxPredictor.load(path)
         from cnnlab.training import STATE_FILE, load_model
 
-        path = Path(path)
         model = load_model(path)
         state_file = (path if path.is_dir() else path.parent) / STATE_FILE
         names = None
@@ -89,11 +98,20 @@ class Predictor:
             batch = np.repeat(batch, self.channels, axis=-1)
         return batch, [None if e is None else str(e) for e in errors]
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of model inputs (one call, no tf.data machinery)."""
+        if not len(batch):
+            return np.zeros((0, len(self.class_names)))
+        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(batch, verbose=0))
+
     def predict(self, images: Iterable[Any], top_k: int = 3) -> list[Prediction]:
         """Top-k predictions for each image (paths, bytes, PIL images or arrays)."""
         images = list(images)
         batch, errors = self.prepare(images)
-        probabilities = self.model.predict(batch, verbose=0) if len(batch) else np.zeros((0, 0))
+        probabilities = self._forward(batch) if len(batch) else np.zeros((0, 0))
         results = []
         good = iter(probabilities)
         for image, error in zip(images, errors, strict=True):

@@ -108,9 +108,11 @@ class ModelInfo(BaseModel):
 
     name: str
     run: str
+    backend: str = Field("keras", description="keras, or onnxruntime for an exported model")
+    features: bool = Field(True, description="whether /api/features (needs Keras) is available")
     classes: list[str]
     input_shape: list[int | None]
-    parameters: int
+    parameters: int | None
     layers: list[LayerInfo]
     top_k: int
     limits: Limits
@@ -197,15 +199,20 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     top_k: int = DEFAULT_TOP_K,
+    onnx: bool = False,
 ) -> FastAPI:
-    """The web app for a run folder (or .keras file); raises CnnlabError if it cannot be loaded."""
+    """The web app for a run folder (or .keras file); raises CnnlabError if it cannot be loaded.
+
+    An .onnx file, or `onnx=True` with a run folder (its model.onnx), serves the exported model
+    on ONNX Runtime without TensorFlow; /api/features then answers 501.
+    """
     if max_upload_bytes < 1 or top_k < 1:
         raise CnnlabError("max_upload_bytes and top_k must be positive")
-    service = ModelService(run, top_k=top_k)
+    service = ModelService(run, top_k=top_k, onnx=onnx)
     app = FastAPI(
         title="cnnlab",
         version=__version__,
-        summary=f"Predict with {service.predictor.model.name} and see what its layers saw.",
+        summary=f"Predict with {service.model_name} and see what its layers saw.",
     )
     app.state.service = service
     app.state.max_upload_bytes = max_upload_bytes
@@ -215,7 +222,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     _add_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    log.info("loaded %s (%s)", service.predictor.model.name, run)
+    log.info("loaded %s (%s, %s)", service.model_name, run, service.predictor.backend)
     return app
 
 
@@ -245,19 +252,20 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/api/health", tags=["service"])
     def health(request: Request) -> Health:
         """Liveness: answers as long as the server runs."""
-        return Health(model=_service(request).predictor.model.name)
+        return Health(model=_service(request).model_name)
 
     @app.get("/api/model", tags=["model"])
     def model_info(request: Request) -> ModelInfo:
         """The model's name, classes, input shape and layers, and the run's test metrics."""
         service = _service(request)
-        model = service.predictor.model
         return ModelInfo(
-            name=model.name,
+            name=service.model_name,
             run=str(service.run_dir),
+            backend=service.predictor.backend,
+            features=service.keras,
             classes=service.class_names,
             input_shape=list(service.predictor.input_shape),
-            parameters=int(model.count_params()),
+            parameters=service.parameters,
             layers=[LayerInfo(**layer) for layer in service.layers],
             top_k=service.top_k,
             limits=Limits(
@@ -310,6 +318,12 @@ def _add_routes(app: FastAPI) -> None:
     async def features(request: Request, top_k: TopK = None) -> FeaturesOut:
         """The prediction, the preprocessed input, and every conv/pooling layer's feature maps."""
         service = _service(request)
+        if not service.keras:
+            raise HTTPException(
+                status.HTTP_501_NOT_IMPLEMENTED,
+                "feature maps need the Keras model; this server runs an exported ONNX model "
+                "(serve the run folder without --onnx to see them)",
+            )
         image = await _read_image(request)
         return await run_in_threadpool(_features, service, image, top_k)
 

@@ -28,7 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import Prediction, Predictor
+from cnnlab.inference import Prediction
+from cnnlab.lite import OnnxPredictor, load_predictor
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,12 +44,18 @@ MAX_FEATURE_CHANNELS = 64
 METRICS_FILE = "metrics.json"
 
 
+class NeedsKeras(CnnlabError):
+    """What was asked needs the Keras model (layers, feature maps), not an exported one."""
+
+
 class ModelService:
     """A trained run's model, class names and pictures, safe to use from many threads."""
 
-    def __init__(self, run: str | Path, *, top_k: int = 3) -> None:
+    def __init__(self, run: str | Path, *, top_k: int = 3, onnx: bool = False) -> None:
         path = Path(run)
-        self.predictor = Predictor.load(path)  # raises RunError for a bad run
+        # raises RunError for a bad run; an .onnx file (or `onnx`) runs on ONNX Runtime
+        self.predictor = load_predictor(path, onnx=onnx)
+        self.keras = self.predictor.backend == "keras"
         self.run_dir = path if path.is_dir() else path.parent
         self.top_k = top_k
         self._decode_lock = threading.Lock()
@@ -59,6 +66,25 @@ class ModelService:
     @property
     def class_names(self) -> list[str]:
         return self.predictor.class_names
+
+    @property
+    def model_name(self) -> str:
+        if isinstance(self.predictor, OnnxPredictor):
+            return self.predictor.name
+        return str(self.predictor.model.name)
+
+    @property
+    def parameters(self) -> int | None:
+        if isinstance(self.predictor, OnnxPredictor):
+            return self.predictor.parameters
+        return int(self.predictor.model.count_params())
+
+    def _need_keras(self, what: str) -> None:
+        if not self.keras:
+            raise NeedsKeras(
+                f"{what} needs the Keras model; this server runs an exported ONNX model "
+                "(serve the run folder without --onnx to see them)"
+            )
 
     # --- Predicting -------------------------------------------------------------------------
 
@@ -73,7 +99,7 @@ class ModelService:
             return np.zeros((0, len(self.class_names)))
         with self._model_lock:
             # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
-            output = self.predictor.model.predict_on_batch(batch)
+            output = self.predictor.probabilities(batch)
         return np.asarray(output, dtype=np.float64)
 
     def predict(
@@ -101,6 +127,7 @@ class ModelService:
 
     def feature_maps(self, image: NDArray[np.float32]) -> list[tuple[str, NDArray[np.float32]]]:
         """What every conv and pooling layer outputs for one model input."""
+        self._need_keras("feature maps")
         from cnnlab.visualize.features import feature_maps
 
         with self._model_lock:
@@ -111,6 +138,8 @@ class ModelService:
     @functools.cached_property
     def summary(self) -> str:
         """The model's Keras summary as plain text."""
+        if not self.keras:
+            return f"{self.model_name}: an exported ONNX model; `cnnlab summary RUN` shows layers\n"
         from cnnlab.models import summary_text
 
         with self._model_lock:
@@ -119,6 +148,8 @@ class ModelService:
     @functools.cached_property
     def layers(self) -> list[dict[str, Any]]:
         """Name, type, output shape and parameter count of every layer."""
+        if not self.keras:
+            return []
         return [
             {
                 "name": layer.name,
@@ -164,6 +195,7 @@ class ModelService:
 
     def _draw(self, name: str) -> bytes:
         if name == "model":
+            self._need_keras("the model picture")
             from cnnlab.visualize.model import draw_model
 
             return _png(draw_model(self.predictor.model))

@@ -167,10 +167,12 @@ async function analyse(source) {
   const blob = source === "canvas" ? await canvasBlob() : source;
   const form = new FormData();
   form.append("file", blob, source === "canvas" ? "drawing.png" : source.name);
-  const response = await fetch(`/api/features?top_k=${state.topK}`, { method: "POST", body: form });
+  // An exported (ONNX) model has no layers to show: ask for the prediction only.
+  const route = state.features === false ? "predict" : "features";
+  const response = await fetch(`/api/${route}?top_k=${state.topK}`, { method: "POST", body: form });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
-  return answer;
+  return route === "features" ? answer : { prediction: answer, input: null, layers: [] };
 }
 
 function canvasBlob() {
@@ -191,6 +193,7 @@ function showAnswer(answer) {
     status.replaceChildren("Looks like ", element("strong", {}, prediction.label));
   }
   showBars(prediction.top);
+  if (!answer.input) return;
   const input = $("input-image");
   input.src = answer.input.image;
   input.hidden = false;
@@ -268,11 +271,13 @@ async function loadModel() {
   state.maxUploadBytes = model.limits.max_upload_bytes;
   state.topK = Math.min(SHOWN_CLASSES, model.classes.length);
   $("model-name").textContent = model.name;
+  state.features = model.features !== false;
+  $("layers").hidden = !state.features;
   document.title = `cnnlab · ${model.name}`;
   const accuracy = model.metrics?.test_accuracy;
   $("model-facts").textContent = [
     `${model.classes.length} classes`,
-    `${model.parameters.toLocaleString()} parameters`,
+    model.parameters == null ? "exported model" : `${model.parameters.toLocaleString()} parameters`,
     `input ${model.input_shape.join("×")}`,
     accuracy === undefined ? "not evaluated yet" : `${(100 * accuracy).toFixed(2)}% test accuracy`,
   ].join(" · ");

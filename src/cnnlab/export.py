@@ -1,0 +1,257 @@
+"""Export a trained run for other runtimes: ONNX, TensorFlow SavedModel and LiteRT (.tflite).
+
+    export("runs/basic_cnn-fashion_mnist", ["onnx", "litert"])
+    # {"onnx": Path(".../model.onnx"), "litert": Path(".../model.tflite")}
+
+Keras' own `model.export(path, format=...)` does the conversion. Each file is written beside
+`model.keras` atomically (a temporary path, then a rename) and gets a sidecar JSON
+(`model.onnx.json`) with the class names and the input the model expects, so that a runtime
+without cnnlab or Keras still knows what the outputs mean. A model trained under a mixed
+precision policy (bfloat16 or float16 compute) is exported as a float32 copy: ONNX Runtime has
+no bfloat16 convolution, and float32 is what every runtime runs fastest on a CPU anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab import __version__
+from cnnlab._io import atomic_path, atomic_write_text
+from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+FORMATS: dict[str, tuple[str, str]] = {
+    "onnx": ("model.onnx", "onnx"),
+    "saved_model": ("saved_model", "tf_saved_model"),
+    "litert": ("model.tflite", "litert"),
+}
+"""Our format name: (file name in the run folder, Keras' `export` format)."""
+ALIASES = {"tflite": "litert", "tf_saved_model": "saved_model", "savedmodel": "saved_model"}
+NEEDS: dict[str, tuple[str, str]] = {"onnx": ("tf2onnx", "export")}
+"""Format: (the module Keras needs for it, the cnnlab extra that installs it)."""
+INPUT_RANGE = (0.0, 1.0)
+PREPROCESSING = (
+    "grayscale, light object on dark background, float32 in [0, 1], shaped like input_shape "
+    "(28x28x1 for Fashion-MNIST); see cnnlab.preprocess.to_model_input"
+)
+
+
+def parse_formats(values: Iterable[str]) -> list[str]:
+    """Format names from flags like `onnx`, `onnx,litert` or `tflite`, in order, each once."""
+    formats: list[str] = []
+    for value in values:
+        for name in (part.strip().lower() for part in value.split(",")):
+            if not name:
+                continue
+            name = ALIASES.get(name, name)
+            if name not in FORMATS:
+                raise CnnlabError(
+                    f"unknown export format {name!r}; choose from {', '.join(FORMATS)}"
+                )
+            if name not in formats:
+                formats.append(name)
+    if not formats:
+        raise CnnlabError(f"no export format given; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def export(
+    run: str | Path, formats: Iterable[str] = ("onnx",), *, out_dir: str | Path | None = None
+) -> dict[str, Path]:
+    """Export a run folder's (or .keras file's) model; return {format: written path}.
+
+    Files go into the run folder unless `out_dir` is given. A missing optional dependency
+    raises CnnlabError naming the `pip install cnnlab[...]` extra that brings it.
+    """
+    from cnnlab.training import load_model
+
+    wanted = parse_formats(formats)
+    for name in wanted:
+        _check_dependency(name)
+    run = Path(run)
+    run_dir = run if run.is_dir() else run.parent
+    target_dir = Path(out_dir) if out_dir is not None else run_dir
+    target_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(run)
+    exported = float32_model(model)
+    if exported is not model:
+        log.info("the model computes in %s; exporting a float32 copy", _compute_dtypes(model))
+    info = metadata(run, model)
+    written: dict[str, Path] = {}
+    for name in wanted:
+        file_name, keras_format = FORMATS[name]
+        target = target_dir / file_name
+        log.info("exporting %s to %s", name, target)
+        if name == "saved_model":
+            with _atomic_dir(target) as tmp:
+                _keras_export(exported, tmp, keras_format, name)
+        else:
+            with atomic_path(target) as tmp:
+                _keras_export(exported, tmp, keras_format, name)
+                if name == "onnx":
+                    _add_onnx_metadata(tmp, info)
+        atomic_write_text(
+            sidecar_path(target), json.dumps({**info, "format": name}, indent=2) + "\n"
+        )
+        written[name] = target
+    return written
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """Where the metadata of an exported file lives: `model.onnx` -> `model.onnx.json`."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def metadata(run: str | Path, model: keras.Model) -> dict[str, Any]:
+    """What a runtime needs besides the weights: class names, input shape and range."""
+    from cnnlab.training import STATE_FILE
+
+    run = Path(run)
+    state_file = (run if run.is_dir() else run.parent) / STATE_FILE
+    state: dict[str, Any] = {}
+    if state_file.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(state_file.read_text(encoding="utf-8"))
+            state = loaded if isinstance(loaded, dict) else {}
+    n_classes = int(model.output_shape[-1])
+    names = state.get("class_names") or [str(i) for i in range(n_classes)]
+    return {
+        "model_name": model.name,
+        "class_names": [str(name) for name in names],
+        "input_shape": [None if v is None else int(v) for v in model.input_shape[1:]],
+        "input_dtype": "float32",
+        "input_range": list(INPUT_RANGE),
+        "preprocessing": PREPROCESSING,
+        "output": "class probabilities (softmax), one column per class name",
+        "parameters": int(model.count_params()),
+        "source_run": str(run.resolve()),
+        "cnnlab_version": __version__,
+    }
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """`model` itself if it computes in float32, else a float32 copy with the same weights."""
+    if _compute_dtypes(model) <= {"float32"}:
+        return model
+    from cnnlab._backend import dtype_policy
+
+    config = _float32_config(model.get_config())
+    with dtype_policy("float32"):
+        clone = type(model).from_config(config)
+    clone.set_weights([w.astype("float32") for w in model.get_weights()])
+    import numpy as np
+
+    shape = [1] + [v or 28 for v in model.input_shape[1:]]
+    clone(np.zeros(shape, dtype="float32"))  # Keras exports only a model that has been called
+    return clone
+
+
+def _compute_dtypes(model: keras.Model) -> set[str]:
+    return {str(layer.dtype_policy.compute_dtype) for layer in model.layers}
+
+
+def _float32_config(config: Any) -> Any:
+    """A layer config with every dtype policy replaced by plain float32."""
+    if isinstance(config, list):
+        return [_float32_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if (
+            key == "dtype"
+            and isinstance(value, dict)
+            and "DTypePolicy" in value.get("class_name", "")
+        ):
+            out[key] = "float32"
+        else:
+            out[key] = _float32_config(value)
+    return out
+
+
+def _check_dependency(name: str) -> None:
+    if name in NEEDS:
+        module, extra = NEEDS[name]
+        if importlib.util.find_spec(module) is None:
+            raise _missing(name, module, extra)
+
+
+def _missing(name: str, module: str, extra: str) -> CnnlabError:
+    return CnnlabError(
+        f"exporting {name} needs the {module} package; "
+        f"install it with `pip install 'cnnlab[{extra}]'`"
+    )
+
+
+def _keras_export(model: keras.Model, path: Path, keras_format: str, name: str) -> None:
+    try:
+        with warnings.catch_warnings(), _quiet_tf2onnx():
+            warnings.simplefilter("ignore", FutureWarning)  # tf2onnx probes np.object
+            model.export(str(path), format=keras_format, verbose=False)
+    except ImportError as exc:
+        module, extra = NEEDS.get(name, (exc.name or "a missing package", "export"))
+        raise _missing(name, exc.name or module, extra) from exc
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx() -> Iterator[None]:
+    """tf2onnx logs its conversion steps at INFO/WARNING on the root logger; keep them out."""
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "root")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(max(logger.level, logging.ERROR))
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _add_onnx_metadata(path: Path, info: dict[str, Any]) -> None:
+    """Put the sidecar's facts into the ONNX model's own metadata_props, too."""
+    try:
+        import onnx
+    except ImportError:  # onnx comes with tf2onnx; without it the sidecar still has them
+        return
+    model = onnx.load(str(path))
+    for key, value in info.items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    model.producer_name = f"cnnlab {__version__} (keras export)"
+    onnx.save(model, str(path))
+
+
+@contextlib.contextmanager
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `target`; on success it replaces `target`."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; give it a plain folder's mode
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,191 @@
+"""`cnnlab export` and the light ONNX Runtime path: files, metadata, parity, no TensorFlow."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from synthetic import CLASS_NAMES, make_images
+
+from cnnlab import export as export_module
+from cnnlab.cli import main
+from cnnlab.errors import CnnlabError
+from cnnlab.export import export, float32_model, parse_formats
+
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
+HAS_TF2ONNX = importlib.util.find_spec("tf2onnx") is not None
+HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
+needs_onnx = pytest.mark.skipif(
+    not (HAS_ORT and HAS_TF2ONNX), reason="needs cnnlab[export] (tf2onnx, onnxruntime)"
+)
+# Exported probabilities against the float32 model they were exported from.
+EXPORT_ATOL = 1e-5
+# ... and against the trained model, which may compute in bfloat16 (8-bit mantissa).
+PRECISION_ATOL = 0.05
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny run exported as ONNX (and LiteRT) outside the shared run folder."""
+    if not (HAS_ORT and HAS_TF2ONNX):
+        pytest.skip("needs cnnlab[export] (tf2onnx, onnxruntime)")
+    out = tmp_path_factory.mktemp("exported")
+    return export(tiny_run, ["onnx", "litert"], out_dir=out)
+
+
+def _test_images(n: int = 40) -> np.ndarray:
+    labels = np.tile(np.arange(len(CLASS_NAMES)), n // len(CLASS_NAMES))
+    images = make_images(labels, np.random.default_rng(11))
+    return (images.astype(np.float32) / 255)[..., None]
+
+
+def test_parse_formats_accepts_repeats_commas_and_aliases() -> None:
+    assert parse_formats(["onnx,tflite", "onnx", "saved_model"]) == [
+        "onnx",
+        "litert",
+        "saved_model",
+    ]
+    with pytest.raises(CnnlabError, match="unknown export format 'pt'"):
+        parse_formats(["pt"])
+
+
+def test_a_missing_exporter_names_the_extra(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        export_module.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tf2onnx" else real(name, *a),
+    )
+    with pytest.raises(CnnlabError, match=r"cnnlab\[export\]"):
+        export(tiny_run, ["onnx"], out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@needs_onnx
+def test_onnx_export_writes_metadata_and_matches_keras(
+    tiny_run: Path, exported: dict[str, Path]
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from cnnlab.training import load_model
+
+    path = exported["onnx"]
+    assert path.name == "model.onnx" and path.is_file()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+    info = json.loads((path.parent / "model.onnx.json").read_text())
+    assert info["class_names"] == list(CLASS_NAMES)
+    assert info["input_shape"] == [28, 28, 1] and info["input_range"] == [0.0, 1.0]
+    assert "cnnlab.preprocess" in info["preprocessing"]
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["class_names"]) == list(CLASS_NAMES)
+
+    model = load_model(tiny_run)
+    x = _test_images()
+    keras_probs = np.asarray(model.predict_on_batch(x))
+    float32_probs = np.asarray(float32_model(model).predict_on_batch(x))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_probs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(onnx_probs, float32_probs, atol=EXPORT_ATOL)
+    np.testing.assert_allclose(onnx_probs, keras_probs, atol=PRECISION_ATOL)
+    assert (onnx_probs.argmax(1) == keras_probs.argmax(1)).all()
+
+
+@needs_onnx
+@pytest.mark.skipif(not HAS_LITERT, reason="needs ai-edge-litert")
+def test_litert_export_matches_keras(tiny_run: Path, exported: dict[str, Path]) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from cnnlab.training import load_model
+
+    path = exported["litert"]
+    assert path.suffix == ".tflite" and (path.parent / "model.tflite.json").is_file()
+    model = load_model(tiny_run)
+    x = _test_images()
+    keras_probs = np.asarray(model.predict_on_batch(x))
+    interpreter = Interpreter(model_path=str(path))
+    (entry,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(entry["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry["index"], x)
+    interpreter.invoke()
+    lite_probs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(lite_probs, keras_probs, atol=PRECISION_ATOL)
+    assert (lite_probs.argmax(1) == keras_probs.argmax(1)).all()
+
+
+@needs_onnx
+def test_cli_export_writes_into_the_given_folder(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(tiny_run), "--format", "saved_model", "-o", str(tmp_path)]) == 0
+    assert "wrote saved_model" in capsys.readouterr().out
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    assert (tmp_path / "saved_model.json").is_file()
+    assert main(["export", str(tiny_run), "--format", "nope"]) == 2
+
+
+@needs_onnx
+def test_onnx_predictor_matches_the_keras_predictor(
+    tiny_run: Path, exported: dict[str, Path], tmp_path: Path
+) -> None:
+    from cnnlab.inference import Predictor
+
+    images = make_images(np.arange(4), np.random.default_rng(3))
+    files = []
+    for i, image in enumerate(images):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(files[-1])
+    light = Predictor.load(exported["onnx"])
+    assert light.backend == "onnxruntime" and light.class_names == list(CLASS_NAMES)
+    assert light.size == (28, 28)
+    keras_results = Predictor.load(tiny_run).predict(files)
+    light_results = light.predict([*files, tmp_path / "missing.png"])
+    assert [r.label for r in light_results[:4]] == [r.label for r in keras_results]
+    assert light_results[4].error is not None
+
+
+LIGHT_SCRIPT = """
+import json, sys
+from cnnlab.cli import main
+from cnnlab.serve import create_app
+from fastapi.testclient import TestClient
+
+onnx_file, image = sys.argv[1], sys.argv[2]
+assert main(["predict", onnx_file, image, "--json"]) == 0
+client = TestClient(create_app(onnx_file))
+with open(image, "rb") as handle:
+    answer = client.post("/api/predict", files={"file": ("x.png", handle, "image/png")})
+assert answer.status_code == 200, answer.text
+model = client.get("/api/model").json()
+assert model["backend"] == "onnxruntime" and model["features"] is False, model
+with open(image, "rb") as handle:
+    features = client.post("/api/features", files={"file": ("x.png", handle, "image/png")})
+assert features.status_code == 501 and "ONNX" in features.json()["detail"], features.text
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+print("LABEL", answer.json()["label"], "HEAVY", heavy)
+"""
+
+
+@needs_onnx
+def test_the_onnx_path_never_imports_tensorflow(exported: dict[str, Path], tmp_path: Path) -> None:
+    image = tmp_path / "bottom.png"
+    Image.fromarray(make_images(np.array([1]), np.random.default_rng(2))[0]).save(image)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LIGHT_SCRIPT), str(exported["onnx"]), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"label": "bottom"' in done.stdout
+    assert "LABEL bottom HEAVY []" in done.stdout
