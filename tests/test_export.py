@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,3 +190,47 @@ def test_the_onnx_path_never_imports_tensorflow(exported: dict[str, Path], tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"label": "bottom"' in done.stdout
     assert "LABEL bottom HEAVY []" in done.stdout
+
+
+def test_the_base_install_does_not_require_tensorflow() -> None:
+    """`pip install cnnlab[lite]` must not pull TensorFlow or Keras: they live in extras."""
+    from importlib.metadata import requires
+
+    requirements = requires("cnnlab") or []
+    base = [r for r in requirements if "extra ==" not in r]
+    heavy = ("tensorflow", "keras", "tf2onnx")
+    assert base and not [r for r in base if r.lower().startswith(heavy)]
+    lite = [r for r in requirements if 'extra == "lite"' in r]
+    assert lite and all(r.startswith("onnxruntime") for r in lite)
+
+
+def test_a_missing_keras_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnnlab import _backend
+
+    monkeypatch.setitem(sys.modules, "keras", None)  # as if Keras were not installed
+    with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[train\]'"):
+        _backend.keras()
+    assert main(["summary"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("cnnlab: error:") == 1 and "cnnlab[train]" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None, reason="needs cnnlab[export]")
+def test_a_float32_run_exports_exactly(
+    tmp_path: Path, tiny_npz: Path, tiny_arch: Path, tiny_config: Any
+) -> None:
+    """A model loaded from a .keras file has never been called; export must still work."""
+    import onnxruntime
+
+    from cnnlab.training import load_model, train
+
+    run = train(tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=1, precision="float32")).run_dir
+    path = export(run, ["onnx"])["onnx"]
+    x = np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32")
+    expected = np.asarray(load_model(run).predict_on_batch(x))
+    session = onnxruntime.InferenceSession(str(path))
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()

@@ -11,13 +11,22 @@ from types import ModuleType
 
 def keras() -> ModuleType:
     """Import and return Keras (TensorFlow backend unless KERAS_BACKEND says otherwise)."""
-    if "keras" not in sys.modules:
+    if sys.modules.get("keras") is None:
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         # TensorFlow's C++ start-up notes (oneDNN, CPU features) are not for our users.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"
-        with _stderr_silenced() if quiet else contextlib.nullcontext():
-            import keras as _keras  # noqa: F401
+        try:
+            with _stderr_silenced() if quiet else contextlib.nullcontext():
+                import keras as _keras  # noqa: F401
+        except ImportError as exc:
+            from cnnlab.errors import CnnlabError
+
+            raise CnnlabError(
+                f"this needs Keras and TensorFlow, which are not installed ({exc}); "
+                "install them with: pip install 'cnnlab[train]' (an exported .onnx model "
+                "predicts and serves without them)"
+            ) from None
     return sys.modules["keras"]
 
 

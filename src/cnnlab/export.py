@@ -145,20 +145,25 @@ def metadata(run: str | Path, model: keras.Model) -> dict[str, Any]:
 
 
 def float32_model(model: keras.Model) -> keras.Model:
-    """`model` itself if it computes in float32, else a float32 copy with the same weights."""
-    if _compute_dtypes(model) <= {"float32"}:
-        return model
-    from cnnlab._backend import dtype_policy
+    """`model` itself if it computes in float32, else a float32 copy with the same weights.
 
-    config = _float32_config(model.get_config())
-    with dtype_policy("float32"):
-        clone = type(model).from_config(config)
-    clone.set_weights([w.astype("float32") for w in model.get_weights()])
+    Either way the model has been called once: Keras exports only a model that has (a model
+    loaded from a .keras file has not).
+    """
     import numpy as np
 
+    if _compute_dtypes(model) <= {"float32"}:
+        exported = model
+    else:
+        from cnnlab._backend import dtype_policy
+
+        config = _float32_config(model.get_config())
+        with dtype_policy("float32"):
+            exported = type(model).from_config(config)
+        exported.set_weights([w.astype("float32") for w in model.get_weights()])
     shape = [1] + [v or 28 for v in model.input_shape[1:]]
-    clone(np.zeros(shape, dtype="float32"))  # Keras exports only a model that has been called
-    return clone
+    exported(np.zeros(shape, dtype="float32"))
+    return exported
 
 
 def _compute_dtypes(model: keras.Model) -> set[str]:
