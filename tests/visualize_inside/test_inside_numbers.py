@@ -138,3 +138,19 @@ def test_importing_the_picture_modules_does_not_import_keras() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_repeated_feature_maps_do_not_grow_the_model() -> None:
+    """A server computes feature maps for every request: the layers must not gain a node each."""
+    from cnnlab.models import build_model
+    from cnnlab.visualize.features import feature_maps
+
+    model = build_model("basic_cnn")
+    image = np.zeros((28, 28, 1), dtype=np.float32)
+    first = feature_maps(model, image)
+    nodes = len(model.layers[0]._inbound_nodes)
+    for _ in range(20):
+        again = feature_maps(model, image)
+    assert len(model.layers[0]._inbound_nodes) == nodes
+    for (name, a), (same, b) in zip(first, again, strict=True):
+        assert name == same and np.array_equal(a, b)

@@ -7,6 +7,8 @@ one grid per layer, each small panel one channel, the input image first.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -88,15 +90,33 @@ def feature_maps(
     layers = spatial_layers(model)
     if not layers:
         return []
-    graph = symbolic_graph(model, image.shape)
-    extractor = keras.Model(graph.input, [graph.layers[layer.name][1] for layer in layers])
-    outputs = extractor(image[None], training=False)
+    outputs = _extractor(model, image.shape)(image[None], training=False)
     if len(layers) == 1:  # a one-output model returns the tensor itself
         outputs = [outputs]
     return [
         (layer.name, keras.ops.convert_to_numpy(out)[0].astype(np.float32))
         for layer, out in zip(layers, outputs, strict=True)
     ]
+
+
+# One extractor per (model, image shape), built once: building one calls every layer on a new
+# symbolic input, which adds a node to each layer, so rebuilding it per image would grow a
+# long-running server's memory without bound. Weak keys: a dropped model takes its extractors.
+_EXTRACTORS: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_EXTRACTORS_LOCK = threading.Lock()
+
+
+def _extractor(model: keras.Model, image_shape: tuple[int, ...]) -> keras.Model:
+    """A model from `model`'s input to the outputs of its conv and pooling layers (cached)."""
+    with _EXTRACTORS_LOCK:
+        per_shape = _EXTRACTORS.setdefault(model, {})
+        if image_shape not in per_shape:
+            graph = symbolic_graph(model, image_shape)
+            outputs = [graph.layers[layer.name][1] for layer in spatial_layers(model)]
+            per_shape[image_shape] = _keras().Model(graph.input, outputs)
+        return per_shape[image_shape]
 
 
 def tile_channels(maps: NDArray[Any], columns: int | None = None) -> NDArray[np.float32]:
