@@ -146,3 +146,25 @@ def test_predict_with_a_bad_model(
     code, _, err = run(capsys, "predict", str(target), str(image))
     assert code == 2
     assert_one_line_error(err, "model")
+
+
+def test_every_setting_has_a_train_flag() -> None:
+    """Each field of the config (bar those a TOML file is for) can be set from the command line."""
+    import argparse
+    import dataclasses
+
+    from cnnlab.cli import build_parser
+    from cnnlab.config import Config
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = commands.choices["train"]
+    dests = {action.dest for action in train._actions}
+    config = Config()
+    settings = {
+        f"{section.name}.{field.name}"
+        for section in dataclasses.fields(config)
+        for field in dataclasses.fields(getattr(config, section.name))
+    }
+    file_only = {"train.recipe", "train.reduce_lr_factor"}  # --recipe; the factor: a TOML file
+    assert settings - file_only <= dests, sorted(settings - file_only - dests)

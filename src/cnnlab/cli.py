@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in architecture or a .toml/.json spec (default: basic_cnn)",
     )
     train.add_argument(
+        "--init-filters",
+        dest="model.init_filters",
+        choices=["whitening", "random", "classic"],
+        help="first conv layer's kernels: whitening (of the data; default), random (Keras' "
+        "default) or classic (hand-made edge/blur filters)",
+    )
+    train.add_argument(
         "--dataset",
         dest="data.dataset",
         metavar="NAME",
@@ -143,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="early stopping patience in epochs, best weights restored (0: off)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        dest="train.lr_decay",
+        type=float,
+        metavar="F",
+        help="multiply the learning rate by F after every epoch (default 0.5; 1: constant)",
+    )
+    train.add_argument(
+        "--reduce-lr-patience",
+        dest="train.reduce_lr_patience",
+        type=int,
+        metavar="N",
+        help="also cut the learning rate after N epochs without improvement (default 0: off)",
     )
     train.add_argument(
         "--monitor",
