@@ -161,6 +161,9 @@ def test_uploading_an_image_shows_its_class(
 def test_drawing_updates_the_prediction_and_clear_really_clears(page: Page) -> None:
     assert canvas_stats(page)["lit"] == 0
     drag(page, [(0.2, 0.2), (0.8, 0.2)])
+    # Once seen under heavy load in CI: the first answer showed 3 rows, not 4. Not diagnosed
+    # yet; the page must settle on all classes, which is what is checked here.
+    page.wait_for_function("document.querySelectorAll('#top li').length === 4")
     first = wait_for_new_answer(page, [])
     assert canvas_stats(page)["lit"] > 1000  # a thick, light stroke
     assert abs(sum(probability for _, probability in first) - 1) < 1e-3  # all 4 classes shown
