@@ -53,18 +53,15 @@ class Predictor:
 
     def __init__(self, model: keras.Model, class_names: Sequence[str] | None = None):
         self.model = model
-        shape = tuple(model.input_shape)[1:]
+        self._set_input_shape(tuple(model.input_shape)[1:])
+        self.class_names = checked_class_names(class_names, int(model.output_shape[-1]))
+
+    def _set_input_shape(self, shape: tuple[int | None, ...]) -> None:
+        """Record the (H, W, C) input; an open height or width is fed at the 28x28 default."""
         self.input_shape = shape
         height, width = shape[0] or DEFAULT_SIZE[0], shape[1] or DEFAULT_SIZE[1]
         self.size = (int(height), int(width))
         self.channels = int(shape[-1] or 1)
-        n_classes = int(model.output_shape[-1])
-        names = list(class_names) if class_names else [str(i) for i in range(n_classes)]
-        if len(names) != n_classes:
-            raise CnnlabError(
-                f"the model has {n_classes} outputs but {len(names)} class names were given"
-            )
-        self.class_names = names
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -104,14 +101,11 @@ class Predictor:
             return np.zeros((0, len(self.class_names)))
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(batch, verbose=0))
-
     def predict(self, images: Iterable[Any], top_k: int = 3) -> list[Prediction]:
         """Top-k predictions for each image (paths, bytes, PIL images or arrays)."""
         images = list(images)
         batch, errors = self.prepare(images)
-        probabilities = self._forward(batch) if len(batch) else np.zeros((0, 0))
+        probabilities = self.probabilities(batch)
         results = []
         good = iter(probabilities)
         for image, error in zip(images, errors, strict=True):
@@ -141,6 +135,20 @@ def predict(
     else:
         predictor = Predictor(model, class_names)
     return predictor.predict(images, top_k=top_k)
+
+
+def checked_class_names(class_names: Sequence[str] | None, n_classes: int | None) -> list[str]:
+    """The class names for a model with `n_classes` outputs ("0", "1"... when none are given)."""
+    if not class_names:
+        if not n_classes:
+            raise CnnlabError("the model's number of classes is unknown; give class names")
+        return [str(i) for i in range(n_classes)]
+    names = list(class_names)
+    if n_classes and len(names) != n_classes:
+        raise CnnlabError(
+            f"the model has {n_classes} outputs but {len(names)} class names were given"
+        )
+    return names
 
 
 def describe_source(image: Any) -> str:

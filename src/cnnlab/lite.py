@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.errors import RunError
-from cnnlab.inference import DEFAULT_SIZE, Predictor
+from cnnlab.errors import CnnlabError, RunError
+from cnnlab.inference import Predictor, checked_class_names
 
 ONNX_FILE = "model.onnx"
 
@@ -30,16 +30,11 @@ def onnx_path(path: str | Path) -> Path:
     return path / ONNX_FILE if path.is_dir() else path
 
 
-def is_onnx(path: str | Path) -> bool:
-    return Path(path).suffix.lower() == ".onnx"
-
-
 def load_predictor(path: str | Path, *, onnx: bool = False) -> Predictor:
     """A Predictor for a run folder or .keras file, or an OnnxPredictor for an .onnx file
     (or for a run folder's model.onnx when `onnx` is true)."""
-    if onnx or is_onnx(path):
-        return OnnxPredictor.load(onnx_path(path))
-    return Predictor.load(path)
+    # Predictor.load itself hands an .onnx file to OnnxPredictor.
+    return OnnxPredictor.load(onnx_path(path)) if onnx else Predictor.load(path)
 
 
 class OnnxPredictor(Predictor):
@@ -61,24 +56,15 @@ class OnnxPredictor(Predictor):
         self.parameters = parameters
         model_input = session.get_inputs()[0]
         self.input_name = model_input.name
-        shape = tuple(v if isinstance(v, int) else None for v in model_input.shape[1:])
-        self.input_shape = shape
-        height, width = shape[0] or DEFAULT_SIZE[0], shape[1] or DEFAULT_SIZE[1]
-        self.size = (int(height), int(width))
-        self.channels = int(shape[-1] or 1)
+        self._set_input_shape(
+            tuple(v if isinstance(v, int) else None for v in model_input.shape[1:])
+        )
         outputs = session.get_outputs()[0].shape
         n_classes = outputs[-1] if isinstance(outputs[-1], int) else None
-        if class_names:
-            names = list(class_names)
-        elif n_classes:
-            names = [str(i) for i in range(n_classes)]
-        else:
-            raise RunError("the ONNX model's number of classes is unknown; give class names")
-        if n_classes and len(names) != n_classes:
-            raise RunError(
-                f"the model has {n_classes} outputs but {len(names)} class names were given"
-            )
-        self.class_names = names
+        try:
+            self.class_names = checked_class_names(class_names, n_classes)
+        except CnnlabError as exc:
+            raise RunError(f"ONNX model: {exc}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxPredictor:
@@ -117,9 +103,6 @@ class OnnxPredictor(Predictor):
             return np.zeros((0, len(self.class_names)))
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float64)
-
-    def _forward(self, batch: NDArray[np.float32]) -> NDArray[Any]:
-        return self.probabilities(batch)
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
