@@ -113,11 +113,15 @@ class Predictor:
             if error is not None:
                 results.append(Prediction(source, error=error))
                 continue
-            probs = np.asarray(next(good), dtype=np.float64)
-            order = np.argsort(-probs)[: max(1, top_k)]
-            top = [(self.class_names[i], float(probs[i])) for i in order]
-            results.append(Prediction(source, top=top, probabilities=probs.tolist()))
+            results.append(self.rank(next(good), source, top_k))
         return results
+
+    def rank(self, probabilities: np.ndarray, source: str, top_k: int = 3) -> Prediction:
+        """A Prediction holding the `top_k` most probable classes of one probability row."""
+        probs = np.asarray(probabilities, dtype=np.float64)
+        order = np.argsort(-probs)[: max(1, top_k)]
+        top = [(self.class_names[i], float(probs[i])) for i in order]
+        return Prediction(source, top=top, probabilities=probs.tolist())
 
 
 def predict(

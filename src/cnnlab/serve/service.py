@@ -117,9 +117,7 @@ class ModelService:
         self, probabilities: NDArray[np.float64], source: str, top_k: int | None = None
     ) -> Prediction:
         """A Prediction holding the `top_k` most probable classes."""
-        order = np.argsort(-probabilities)[: self.clamp_top_k(top_k)]
-        top = [(self.class_names[i], float(probabilities[i])) for i in order]
-        return Prediction(source, top=top, probabilities=probabilities.tolist())
+        return self.predictor.rank(probabilities, source, self.clamp_top_k(top_k))
 
     def clamp_top_k(self, top_k: int | None) -> int:
         """The requested top-k (or the default), at most the number of classes."""
