@@ -14,7 +14,9 @@ from synthetic import make_images
 
 import cnnlab
 from cnnlab.cli import main
+from cnnlab.config import load_config
 from cnnlab.data import write_idx
+from cnnlab.training import read_history
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -112,6 +114,31 @@ def test_train_evaluate_predict(
     assert code == 0
     [result] = json.loads(out)
     assert result["label"] == "left" and len(result["top"]) == 3
+
+
+def test_train_with_a_preset_and_flags_over_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_npz: Path
+) -> None:
+    code, out, _ = run(
+        capsys, "train", "--preset", "improved", "--dataset", str(tiny_npz), "--epochs", "2",
+        "--seed", "1", "--runs-dir", str(tmp_path), "--name", "preset",
+    )  # fmt: skip
+    assert code == 0, out
+    config = load_config(tmp_path / "preset" / "config.toml")
+    assert config.model.architecture == "improved"  # from the preset
+    assert (config.train.lr_schedule, config.train.batch_size) == ("cosine", 128)
+    assert config.train.epochs == 2  # the flag wins over the preset's 18
+    history = read_history(tmp_path / "preset")
+    # The cosine schedule with one warm-up epoch: half the peak, then the peak.
+    assert [row["learning_rate"] for row in history] == pytest.approx([0.0015, 0.003])
+
+
+def test_train_with_an_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own one-line usage error
+        main(["train", "--preset", "resnet50"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'resnet50'" in err and "'fcn', 'improved', 'resnet'" in err
 
 
 def test_train_with_a_bad_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -33,20 +33,49 @@ def keras() -> ModuleType:
 def fastest_precision() -> str:
     """The mixed-precision policy this machine trains fastest with.
 
-    A GPU: `mixed_float16`. A CPU with bfloat16 instructions (AMX or AVX-512 BF16):
-    `mixed_bfloat16`, about 2x float32 for the seed model here (see README). Otherwise float32.
+    A GPU: `mixed_bfloat16` where it has bfloat16 tensor cores (compute capability 8.0 and up:
+    A100, H100, RTX 30xx on), else `mixed_float16`. A CPU with bfloat16 instructions (AMX or
+    AVX-512 BF16): `mixed_bfloat16`, about 2x float32 for the seed model here (see README).
+    Otherwise float32.
     """
-    keras()
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
+    capability = _gpu_compute_capability(keras().backend.backend())
+    if capability is not None:
+        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             flags = set(handle.read().split())
     except OSError:
         return "float32"
     return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+
+
+def _gpu_compute_capability(backend: str) -> tuple[int, int] | None:
+    """The first GPU's CUDA compute capability as the backend sees it; None without a GPU."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        found = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return (int(found[0]), int(found[1])) if found else (0, 0)
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if not gpus:
+            return None
+        found = getattr(gpus[0], "compute_capability", "0.0")
+        major, _, minor = str(found).partition(".")
+        return int(major), int(minor or 0)
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        capability = torch.cuda.get_device_capability(0)
+        return int(capability[0]), int(capability[1])
+    return None
 
 
 @contextlib.contextmanager

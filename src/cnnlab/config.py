@@ -11,6 +11,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from cnnlab.errors import ConfigError
 RECIPES = ("default", "seed")
 INIT_FILTERS = ("random", "classic", "whitening")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+LR_SCHEDULES = ("exponential", "cosine")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     learning_rate: float = 0.002
-    lr_decay: float = 0.5  # multiply the learning rate by this after every epoch (1: constant)
+    lr_schedule: str = "exponential"  # or cosine: warm up, then follow a half cosine to zero
+    lr_decay: float = 0.5  # exponential: multiply the rate by this after every epoch (1: constant)
+    warmup_epochs: int = 0  # cosine: epochs of linear warm-up to learning_rate first
     patience: int = 3  # early stopping on `monitor`, best weights restored (0: off)
     reduce_lr_patience: int = 0  # cut the rate by reduce_lr_factor after this many flat epochs
     reduce_lr_factor: float = 0.3  # (a plateau schedule; patience 0: off)
@@ -82,6 +86,14 @@ class TrainConfig:
             "train.learning_rate must be a positive number",
         )
         _check(0 < self.lr_decay <= 1, "train.lr_decay must be in (0, 1] (1: constant)")
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}",
+        )
+        _check(
+            0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
+            "train.warmup_epochs must be >= 0 and fewer than train.epochs",
+        )
         _check(self.patience >= 0, "train.patience must be >= 0 (0 turns early stopping off)")
         _check(self.reduce_lr_patience >= 0, "train.reduce_lr_patience must be >= 0 (0: off)")
         _check(0 < self.reduce_lr_factor < 1, "train.reduce_lr_factor must be in (0, 1)")
@@ -161,24 +173,47 @@ def recipe(name: str) -> Config:
     return _merge(base, _SEED_RECIPE, source="recipe seed") if name == "seed" else base
 
 
+def presets() -> list[str]:
+    """Names of the presets shipped with cnnlab: architecture plus training recipe, as TOML."""
+    folder = resources.files("cnnlab") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The settings a preset file holds (a partial config: only what differs from defaults)."""
+    if name not in presets():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(presets())}")
+    text = (resources.files("cnnlab") / "presets" / f"{name}.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
 def load_config(
     path: str | Path | None = None,
     *,
     recipe_name: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    preset: str | None = None,
 ) -> Config:
-    """Resolve a Config: recipe defaults, then the TOML file at `path`, then `overrides`.
+    """Resolve a Config: recipe defaults, a preset, the TOML file at `path`, then `overrides`.
 
-    `overrides` maps dotted keys (`"train.epochs"`) to values; None values are ignored, so the
-    CLI can pass every flag and only those the user gave take effect.
+    Each layer overrides the one before it. `overrides` maps dotted keys (`"train.epochs"`) to
+    values; None values are ignored, so the CLI can pass every flag and only those the user gave
+    take effect.
     """
     file_values: dict[str, Any] = {}
     if path is not None:
         file_values = read_toml(path)
+    preset_table = preset_values(preset) if preset else {}
     flat = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = recipe_name or flat.pop("train.recipe", None)
-    name = name or file_values.get("train", {}).get("recipe") or "default"
-    config = _merge(recipe(name), file_values, source=str(path))
+    name = (
+        name
+        or file_values.get("train", {}).get("recipe")
+        or preset_table.get("train", {}).get("recipe")
+        or "default"
+    )
+    config = _merge(recipe(name), preset_table, source=f"preset {preset}")
+    config = _merge(config, file_values, source=str(path))
     nested: dict[str, dict[str, Any]] = {}
     for dotted, value in flat.items():
         section, _, key = dotted.partition(".")

@@ -1,10 +1,14 @@
-"""The tf.data input pipeline: in-memory arrays, shuffled each epoch, batched, prefetched.
+"""The input pipeline: in-memory arrays, shuffled each epoch, batched, prefetched.
 
-This is one of the few modules allowed to call TensorFlow directly (see DESIGN.md).
+With the TensorFlow backend (the default) this is tf.data; it is one of the few modules allowed
+to call TensorFlow directly (see DESIGN.md). With another Keras backend (`KERAS_BACKEND=jax` or
+`torch`, e.g. on a GPU machine without TensorFlow) it is a `keras.utils.PyDataset` over the
+same arrays, so training needs no TensorFlow at all.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,11 +24,47 @@ def make_dataset(
     shuffle: bool = False,
     seed: int | None = None,
 ) -> Any:
-    """A `tf.data.Dataset` of (images, labels) batches that keeps the model fed."""
-    _keras()  # sets the quiet TensorFlow environment before the first import
+    """A dataset of (images, labels) batches that keeps the model fed, for `model.fit`."""
+    keras = _keras()  # sets the quiet TensorFlow environment before the first import
+    if keras.backend.backend() != "tensorflow":
+        return _array_batches(x, y, batch_size, shuffle=shuffle, seed=seed)
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _array_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> Any:
+    """A `keras.utils.PyDataset` of batches of (x, y), in a new random order every epoch.
+
+    Built in a function because PyDataset comes from Keras, which is imported lazily.
+    """
+    keras = _keras()
+
+    class _ArrayBatches(keras.utils.PyDataset):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self._rng = np.random.default_rng(seed)
+            self._order = self._rng.permutation(len(x)) if shuffle else np.arange(len(x))
+
+        def __len__(self) -> int:
+            return math.ceil(len(x) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self._order[index * batch_size : (index + 1) * batch_size]
+            return x[rows], y[rows]
+
+        def on_epoch_end(self) -> None:
+            if shuffle:
+                self._order = self._rng.permutation(len(x))
+
+    return _ArrayBatches()

@@ -24,7 +24,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -237,9 +237,9 @@ def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tu
                 monitor=monitor, patience=train.patience, restore_best_weights=True, verbose=1
             )
         )
-    if train.lr_decay < 1:
-        start, decay = train.learning_rate, train.lr_decay
-        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch: start * decay**epoch))
+    schedule = learning_rate_schedule(train)
+    if schedule is not None:
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     if train.reduce_lr_patience:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -258,6 +258,30 @@ def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tu
         keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), double_checkpoint=True),
     ]
     return callbacks, checkpoint
+
+
+def learning_rate_schedule(train: TrainConfig) -> Callable[[int], float] | None:
+    """The learning rate for each epoch (0-based), or None where it stays constant.
+
+    `exponential` multiplies it by `lr_decay` after every epoch. `cosine` warms up linearly over
+    `warmup_epochs`, then follows half a cosine from `learning_rate` towards zero at the end of
+    the last epoch (as in Loshchilov & Hutter's SGDR without restarts, stepped once an epoch so
+    that a resumed run picks up the same rate).
+    """
+    peak, epochs, warmup = train.learning_rate, train.epochs, train.warmup_epochs
+    if train.lr_schedule == "cosine":
+
+        def cosine(epoch: int) -> float:
+            if epoch < warmup:
+                return peak * (epoch + 1) / (warmup + 1)
+            progress = (epoch - warmup) / (epochs - warmup)
+            return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return cosine
+    if train.lr_decay < 1:
+        decay = train.lr_decay
+        return lambda epoch: peak * decay**epoch
+    return None
 
 
 def _best_row(
