@@ -178,3 +178,37 @@ def test_a_diverging_run_ends_in_a_clear_error(
     with pytest.raises(RunError, match="loss became NaN"):
         train(config)
     assert read_state(config.run_dir)["status"] == "running"  # not marked finished
+
+
+@pytest.mark.parametrize(
+    ("gpu", "cpu_flags", "expected"),
+    [
+        ((9, 0), "", "mixed_bfloat16"),  # Hopper: bfloat16 tensor cores, no loss scaling
+        ((8, 0), "", "mixed_bfloat16"),  # Ampere
+        ((7, 5), "", "mixed_float16"),  # Turing: float16 tensor cores only
+        (None, "fpu sse avx512_bf16", "mixed_bfloat16"),
+        (None, "fpu sse amx_bf16", "mixed_bfloat16"),
+        (None, "fpu sse avx2", "float32"),
+    ],
+)
+def test_fastest_precision_follows_the_hardware(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    gpu: tuple[int, int] | None,
+    cpu_flags: str,
+    expected: str,
+) -> None:
+    import builtins
+
+    from cnnlab import _backend
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor : 0\nflags : {cpu_flags}\n")
+    real_open = builtins.open
+    monkeypatch.setattr(_backend, "_gpu_compute_capability", lambda backend: gpu)
+    monkeypatch.setattr(
+        builtins,
+        "open",
+        lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k),
+    )
+    assert _backend.fastest_precision() == expected
