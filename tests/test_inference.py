@@ -3,10 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from synthetic import make_images
 
+from cnnlab.errors import CnnlabError
 from cnnlab.inference import Predictor, predict
+from cnnlab.models import build_model
+from cnnlab.preprocess import prepare_whole_image
 
 
 def _save(path: Path, image: np.ndarray) -> Path:
@@ -41,3 +45,28 @@ def test_a_bad_image_does_not_stop_the_others(tiny_run: Path, tmp_path: Path) ->
     assert results[1].error is None and results[1].label == "bottom"
     assert results[2].error and "missing.jpg" in results[2].error
     assert results[0].to_dict() == {"source": str(empty), "error": results[0].error}
+
+
+def test_a_fully_convolutional_model_predicts_whole_images_at_their_size(tmp_path: Path) -> None:
+    model = build_model("fcn", (28, 28, 1), 10)
+    predictor = Predictor(model, [f"c{i}" for i in range(10)])
+    assert predictor.any_input_size
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 256, (40, 72), dtype=np.uint8)
+    wide[:, :4] = wide[:, -4:] = wide[:4] = wide[-4:] = 0  # a black frame, as the data has
+    path = _save(tmp_path / "wide.png", wide)
+    tiny = _save(tmp_path / "tiny.png", wide[:20, :20])
+    kept, small, square = predictor.predict([path, tiny, wide[:28, :28]], keep_size=True)
+    direct = model.predict(prepare_whole_image(path).array[np.newaxis], verbose=0)[0]
+    np.testing.assert_allclose(kept.probabilities, direct, rtol=1e-5, atol=1e-6)
+    resized = predictor.predict([path])[0]  # the usual path trims and fits it into 28x28
+    assert not np.allclose(resized.probabilities, kept.probabilities, atol=1e-4)
+    assert small.error and "smaller than the 28x28" in small.error
+    assert square.error is None and len(square.top) == 3
+
+
+def test_keep_size_needs_a_model_with_open_height_and_width(tiny_run: Path) -> None:
+    predictor = Predictor.load(tiny_run)
+    assert not predictor.any_input_size
+    with pytest.raises(CnnlabError, match=r"takes 28x28 images only.*--preset fcn"):
+        predictor.predict([np.zeros((28, 28), np.uint8)], keep_size=True)

@@ -18,6 +18,7 @@ from cnnlab.preprocess import (
     MAX_PIXELS,
     load_image,
     prepare_image,
+    prepare_whole_image,
     preprocess_many,
     to_model_input,
 )
@@ -527,3 +528,37 @@ def test_preprocess_many_with_nothing_good() -> None:
 
     assert batch.shape == (0, *SIZE, 1)
     assert len(errors) == 1 and isinstance(errors[0], ImageError)
+
+
+# --- Whole images at their own size (fully convolutional models) ---------------------------
+
+
+def test_whole_image_keeps_size_and_place_and_is_levelled_like_the_data() -> None:
+    photo = Image.new("RGB", (60, 40), (250, 250, 250))  # a dark object on white
+    ImageDraw.Draw(photo).rectangle((40, 5, 51, 30), fill=(30, 30, 90))
+    prepared = prepare_whole_image(photo)
+    array = prepared.array
+    assert array.shape == (40, 60, 1) and array.dtype == np.float32 and not prepared.blank
+    inside, outside = array[8:28, 42:50], np.delete(array, np.s_[3:33], axis=0)
+    assert inside.min() > 0.9  # negated: the object is light, where it was
+    assert outside.max() == 0.0  # the background is black and nothing was moved or centred
+    assert array[:, :38].max() == 0.0
+
+
+def test_whole_image_takes_arrays_as_model_ready() -> None:
+    array = np.arange(50 * 30, dtype=np.uint32).reshape(50, 30) % 256
+    prepared = prepare_whole_image(array.astype(np.uint8))
+    np.testing.assert_allclose(prepared.array[:, :, 0], array / 255, rtol=1e-6)
+    blank = prepare_whole_image(Image.new("L", (32, 32), 200))
+    assert blank.blank and blank.array.shape == (32, 32, 1) and blank.array.max() == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [((20, 40), r"20x40 pixels is smaller than the 28x28"), ((1100, 30), r"edge over 1024")],
+)
+def test_whole_image_refuses_sizes_it_cannot_keep(size: tuple[int, int], message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        prepare_whole_image(Image.new("L", size))
+    with pytest.raises(ImageError, match=message):
+        prepare_whole_image(np.zeros(size[::-1], np.uint8))

@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP...)")
     predict.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
     predict.add_argument("--json", action="store_true", help="print results as JSON")
+    predict.add_argument(
+        "--keep-size",
+        action="store_true",
+        help="feed each whole image at its own size, not trimmed or resized (fully "
+        "convolutional models such as --preset fcn; 28x28 up to 1024 pixels on an edge)",
+    )
     _add_onnx(predict)
     predict.set_defaults(handler=_predict)
     visualize = commands.add_parser(
@@ -421,7 +427,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")
     predictor = load_predictor(args.run, onnx=args.onnx)
-    results = predictor.predict(args.images, top_k=args.top_k)
+    results = predictor.predict(args.images, top_k=args.top_k, keep_size=args.keep_size)
     failed = [r for r in results if r.error is not None]
     for result in failed:
         _error(result.error or "")

@@ -101,9 +101,22 @@ class Predictor:
             return np.zeros((0, len(self.class_names)))
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)
 
-    def predict(self, images: Iterable[Any], top_k: int = 3) -> list[Prediction]:
-        """Top-k predictions for each image (paths, bytes, PIL images or arrays)."""
+    @property
+    def any_input_size(self) -> bool:
+        """True for a fully convolutional model, whose height and width are left open."""
+        return self.input_shape[0] is None and self.input_shape[1] is None
+
+    def predict(
+        self, images: Iterable[Any], top_k: int = 3, *, keep_size: bool = False
+    ) -> list[Prediction]:
+        """Top-k predictions for each image (paths, bytes, PIL images or arrays).
+
+        With `keep_size`, a fully convolutional model sees each whole picture at its own size
+        (`cnnlab.preprocess.prepare_whole_image`) instead of the trimmed object fitted to 28x28.
+        """
         images = list(images)
+        if keep_size:
+            return self._predict_whole(images, top_k)
         batch, errors = self.prepare(images)
         probabilities = self.probabilities(batch)
         results = []
@@ -114,6 +127,30 @@ class Predictor:
                 results.append(Prediction(source, error=error))
                 continue
             results.append(self.rank(next(good), source, top_k))
+        return results
+
+    def _predict_whole(self, images: list[Any], top_k: int) -> list[Prediction]:
+        from cnnlab.errors import ImageError
+        from cnnlab.preprocess import prepare_whole_image
+
+        if not self.any_input_size:
+            height, width = self.size
+            raise CnnlabError(
+                f"this model takes {width}x{height} images only, so it cannot keep an image's "
+                "size; leave that option out, or train a fully convolutional model "
+                "(cnnlab train --preset fcn)"
+            )
+        results = []
+        for image in images:  # one forward pass each: the sizes differ
+            source = describe_source(image)
+            try:
+                array = prepare_whole_image(image, min_size=DEFAULT_SIZE).array
+            except ImageError as exc:
+                results.append(Prediction(source, error=str(exc)))
+                continue
+            if self.channels != 1:
+                array = np.repeat(array, self.channels, axis=-1)
+            results.append(self.rank(self.probabilities(array[np.newaxis])[0], source, top_k))
         return results
 
     def rank(self, probabilities: np.ndarray, source: str, top_k: int = 3) -> Prediction:

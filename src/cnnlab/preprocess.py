@@ -32,12 +32,14 @@ from cnnlab.errors import ImageError
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "MAX_KEEP_SIZE_EDGE",
     "MAX_PIXELS",
     "MODEL_SIZE",
     "ImageSource",
     "PreparedImage",
     "load_image",
     "prepare_image",
+    "prepare_whole_image",
     "preprocess_many",
     "to_model_input",
 ]
@@ -53,6 +55,9 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 """Largest encoded image that is read into memory."""
 MODEL_SIZE = (28, 28)
 """(height, width) of a Fashion-MNIST image."""
+MAX_KEEP_SIZE_EDGE = 1024
+"""Longest edge `prepare_whole_image` accepts: the activations of a 3x3 conv with 64 filters
+over a 1024x1024 float32 image already take 256 MiB."""
 
 _BORDER = 2  # width of the frame the background level is read from
 _THRESHOLD = 0.05 * 255  # distance from the background that makes a pixel object (Zalando: 5%)
@@ -287,6 +292,57 @@ def prepare_image(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> Pre
     return PreparedImage(_fit(levels, (height, width)), False, name)
 
 
+def prepare_whole_image(
+    image: ImageSource,
+    min_size: tuple[int, int] = MODEL_SIZE,
+    max_edge: int = MAX_KEEP_SIZE_EDGE,
+) -> PreparedImage:
+    """The whole picture at its own size, for a fully convolutional model (shape (H, W, 1)).
+
+    The same conversion as `prepare_image` (grayscale, background to 0, a dark object negated so
+    it is light on black, levels stretched) without the trimming, resizing and centring: the
+    model sees every pixel where it is. A 2-D or (H, W, 1) array is taken as model-ready and
+    only cast. Pictures smaller than `min_size` or with an edge over `max_edge` are refused
+    with an `ImageError` saying so (nothing is resized: that is the point).
+    """
+    name = _source_name(image)
+    if isinstance(image, np.ndarray) and (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+    ):
+        _check_array(image, name, MAX_PIXELS)
+        _check_whole_size(image.shape[0], image.shape[1], name, min_size, max_edge)
+        ready = image.astype(np.float32).reshape(image.shape[0], image.shape[1], 1)
+        if image.dtype.kind in "ui":
+            ready /= 255
+        return PreparedImage(ready, bool(ready.min() == ready.max()), name)
+
+    picture = load_image(image)
+    _check_whole_size(picture.height, picture.width, name, min_size, max_edge)
+    try:
+        gray = np.asarray(_flatten(picture), dtype=np.float32)
+    except ValueError as exc:  # a mode Pillow cannot convert
+        raise ImageError(f"{name}: cannot convert mode {picture.mode} to grayscale") from exc
+    levels = _object_levels(gray, trim=False)
+    if levels is None:
+        return PreparedImage(np.zeros((*gray.shape, 1), np.float32), True, name)
+    return PreparedImage(levels[:, :, np.newaxis], False, name)
+
+
+def _check_whole_size(
+    height: int, width: int, name: str, min_size: tuple[int, int], max_edge: int
+) -> None:
+    if height < min_size[0] or width < min_size[1]:
+        raise ImageError(
+            f"{name}: {width}x{height} pixels is smaller than the {min_size[1]}x{min_size[0]} "
+            "the model needs; predict it without keeping its size"
+        )
+    if max(height, width) > max_edge:
+        raise ImageError(
+            f"{name}: {width}x{height} pixels has an edge over {max_edge}; shrink it first "
+            "or predict it without keeping its size"
+        )
+
+
 def preprocess_many(
     sources: Iterable[ImageSource], size: tuple[int, int] = MODEL_SIZE
 ) -> tuple[NDArray[np.float32], list[ImageError | None]]:
@@ -370,8 +426,10 @@ def _composite(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(backdrop, rgba).convert("L")
 
 
-def _object_levels(gray: NDArray[np.float32]) -> NDArray[np.float32] | None:
+def _object_levels(gray: NDArray[np.float32], trim: bool = True) -> NDArray[np.float32] | None:
     """The object trimmed from its background, light on black in [0, 1]; None if blank.
+
+    With `trim=False` the whole frame is kept, levelled the same way.
 
     The background level is the median of the outer frame, as Zalando trimmed by the corner
     colour. A darker object (a product photo on white) is negated, as Fashion-MNIST was; a light
@@ -388,7 +446,7 @@ def _object_levels(gray: NDArray[np.float32]) -> NDArray[np.float32] | None:
         difference = -difference
     rows = np.flatnonzero(foreground.any(axis=1))
     cols = np.flatnonzero(foreground.any(axis=0))
-    crop = difference[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = difference[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if trim else difference
     noise = min(float(np.percentile(np.abs(border - background), 95)), _THRESHOLD)
     peak = float(np.percentile(difference[foreground], _PEAK_PERCENTILE))
     return np.clip((crop - noise) / max(peak - noise, 1.0), 0.0, 1.0)
