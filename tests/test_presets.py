@@ -82,7 +82,7 @@ def test_preset_is_overridden_by_config_file_then_flags(tmp_path: Path) -> None:
     base = load_config(preset="resnet")
     assert (base.model.architecture, base.train.epochs, base.train.lr_schedule) == (
         "resnet",
-        26,
+        28,
         "cosine",
     )
     assert base.train.patience == 0  # the schedule, not early stopping, sets the length
