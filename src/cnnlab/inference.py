@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ImageError
 
 if TYPE_CHECKING:
     import keras
@@ -130,7 +130,6 @@ class Predictor:
         return results
 
     def _predict_whole(self, images: list[Any], top_k: int) -> list[Prediction]:
-        from cnnlab.errors import ImageError
         from cnnlab.preprocess import prepare_whole_image
 
         if not self.any_input_size:

@@ -274,11 +274,7 @@ def prepare_image(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> Pre
     height, width = _checked_size(size)
     name = _source_name(image)
     if isinstance(image, np.ndarray) and image.shape in ((height, width), (height, width, 1)):
-        _check_array(image, name, MAX_PIXELS)
-        ready = image.astype(np.float32).reshape(height, width, 1)
-        if image.dtype.kind in "ui":
-            ready /= 255
-        return PreparedImage(ready, bool(ready.min() == ready.max()), name)
+        return _model_ready(image, name)
 
     picture = load_image(image)
     try:
@@ -309,23 +305,28 @@ def prepare_whole_image(
     if isinstance(image, np.ndarray) and (
         image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
     ):
-        _check_array(image, name, MAX_PIXELS)
         _check_whole_size(image.shape[0], image.shape[1], name, min_size, max_edge)
-        ready = image.astype(np.float32).reshape(image.shape[0], image.shape[1], 1)
-        if image.dtype.kind in "ui":
-            ready /= 255
-        return PreparedImage(ready, bool(ready.min() == ready.max()), name)
+        return _model_ready(image, name)
 
     picture = load_image(image)
     _check_whole_size(picture.height, picture.width, name, min_size, max_edge)
     try:
-        gray = np.asarray(_flatten(picture), dtype=np.float32)
+        gray = _grayscale(picture, max_edge)  # within max_edge already: not reduced
     except ValueError as exc:  # a mode Pillow cannot convert
         raise ImageError(f"{name}: cannot convert mode {picture.mode} to grayscale") from exc
     levels = _object_levels(gray, trim=False)
     if levels is None:
         return PreparedImage(np.zeros((*gray.shape, 1), np.float32), True, name)
     return PreparedImage(levels[:, :, np.newaxis], False, name)
+
+
+def _model_ready(image: np.ndarray, name: str) -> PreparedImage:
+    """A one-channel array taken as it is: checked, cast to float32, uint8 scaled to [0, 1]."""
+    _check_array(image, name, MAX_PIXELS)
+    ready = image.astype(np.float32).reshape(image.shape[0], image.shape[1], 1)
+    if image.dtype.kind in "ui":
+        ready /= 255
+    return PreparedImage(ready, bool(ready.min() == ready.max()), name)
 
 
 def _check_whole_size(
