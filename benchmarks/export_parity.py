@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.export import export, float32_model
-from cnnlab.training import load_model, run_data
+from cnnlab.runs import Run, load_model
 
 IMPORTS = {
     "keras-f32": "import os; os.environ.setdefault('KERAS_BACKEND', 'tensorflow'); import keras",
@@ -112,7 +112,7 @@ def main() -> None:
     paths = {"onnx": args.run / "model.onnx", "litert": args.run / "model.tflite"}
     if args.reexport or not all(p.is_file() for p in paths.values()):
         paths = export(args.run, wanted)
-    data = run_data(args.run)
+    data = Run(args.run).data()
     x, y = data.x_test.astype(np.float32), data.y_test
 
     import onnxruntime as ort

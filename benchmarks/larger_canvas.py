@@ -24,13 +24,13 @@ def main() -> None:
     parser.add_argument("--data-dir", help="where the dataset files are")
     args = parser.parse_args()
 
-    from cnnlab.inference import Predictor
-    from cnnlab.training import run_data
+    from cnnlab.inference import load_predictor
+    from cnnlab.runs import Run
 
     print(f"{'run':<40}{'params':>9}" + "".join(f"{f'{s}x{s}':>14}" for s in args.sizes))
     for run in args.runs:
-        predictor = Predictor.load(run)
-        splits = run_data(run, args.data_dir)
+        predictor = load_predictor(run)
+        splits = Run(run).data(args.data_dir)
         x, y = splits.x_test, np.asarray(splits.y_test).ravel()
         cells = []
         for size in args.sizes:

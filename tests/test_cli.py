@@ -16,7 +16,7 @@ import cnnlab
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.data import write_idx
-from cnnlab.training import read_history
+from cnnlab.runs import Run
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -128,7 +128,7 @@ def test_train_with_a_preset_and_flags_over_it(
     assert config.model.architecture == "improved"  # from the preset
     assert (config.train.lr_schedule, config.train.batch_size) == ("cosine", 128)
     assert config.train.epochs == 2  # the flag wins over the preset's 18
-    history = read_history(tmp_path / "preset")
+    history = Run(tmp_path / "preset").history()
     # The cosine schedule with one warm-up epoch: half the peak, then the peak.
     assert [row["learning_rate"] for row in history] == pytest.approx([0.0015, 0.003])
 

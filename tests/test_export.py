@@ -78,7 +78,7 @@ def test_onnx_export_writes_metadata_and_matches_keras(
     import onnx
     import onnxruntime as ort
 
-    from cnnlab.training import load_model
+    from cnnlab.runs import load_model
 
     path = exported["onnx"]
     assert path.name == "model.onnx" and path.is_file()
@@ -106,7 +106,7 @@ def test_onnx_export_writes_metadata_and_matches_keras(
 def test_litert_export_matches_keras(tiny_run: Path, exported: dict[str, Path]) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    from cnnlab.training import load_model
+    from cnnlab.runs import load_model
 
     path = exported["litert"]
     assert path.suffix == ".tflite" and (path.parent / "model.tflite.json").is_file()
@@ -139,17 +139,17 @@ def test_cli_export_writes_into_the_given_folder(
 def test_onnx_predictor_matches_the_keras_predictor(
     tiny_run: Path, exported: dict[str, Path], tmp_path: Path
 ) -> None:
-    from cnnlab.inference import Predictor
+    from cnnlab.inference import load_predictor
 
     images = make_images(np.arange(4), np.random.default_rng(3))
     files = []
     for i, image in enumerate(images):
         files.append(tmp_path / f"{i}.png")
         Image.fromarray(image).save(files[-1])
-    light = Predictor.load(exported["onnx"])
+    light = load_predictor(exported["onnx"])
     assert light.backend == "onnxruntime" and light.class_names == list(CLASS_NAMES)
     assert light.size == (28, 28)
-    keras_results = Predictor.load(tiny_run).predict(files)
+    keras_results = load_predictor(tiny_run).predict(files)
     light_results = light.predict([*files, tmp_path / "missing.png"])
     assert [r.label for r in light_results[:4]] == [r.label for r in keras_results]
     assert light_results[4].error is not None
@@ -224,7 +224,8 @@ def test_a_float32_run_exports_exactly(
     """A model loaded from a .keras file has never been called; export must still work."""
     import onnxruntime
 
-    from cnnlab.training import load_model, train
+    from cnnlab.runs import load_model
+    from cnnlab.training import train
 
     run = train(tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=1, precision="float32")).run_dir
     path = export(run, ["onnx"])["onnx"]

@@ -8,7 +8,7 @@ from PIL import Image
 from synthetic import make_images
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import Predictor, predict
+from cnnlab.inference import KerasPredictor, load_predictor, predict
 from cnnlab.models import build_model
 from cnnlab.preprocess import prepare_whole_image
 
@@ -21,7 +21,7 @@ def _save(path: Path, image: np.ndarray) -> Path:
 def test_predicts_files_arrays_and_pil_images(tiny_run: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     images = make_images(np.array([0, 1, 2, 3]), rng)
-    predictor = Predictor.load(tiny_run)
+    predictor = load_predictor(tiny_run)
     assert predictor.class_names == ["top", "bottom", "left", "right"]
     sources = [
         _save(tmp_path / "top.png", images[0]),
@@ -49,7 +49,7 @@ def test_a_bad_image_does_not_stop_the_others(tiny_run: Path, tmp_path: Path) ->
 
 def test_a_fully_convolutional_model_predicts_whole_images_at_their_size(tmp_path: Path) -> None:
     model = build_model("fcn", (28, 28, 1), 10)
-    predictor = Predictor(model, [f"c{i}" for i in range(10)])
+    predictor = KerasPredictor(model, [f"c{i}" for i in range(10)])
     assert predictor.any_input_size
     rng = np.random.default_rng(3)
     wide = rng.integers(0, 256, (40, 72), dtype=np.uint8)
@@ -66,7 +66,7 @@ def test_a_fully_convolutional_model_predicts_whole_images_at_their_size(tmp_pat
 
 
 def test_keep_size_needs_a_model_with_open_height_and_width(tiny_run: Path) -> None:
-    predictor = Predictor.load(tiny_run)
+    predictor = load_predictor(tiny_run)
     assert not predictor.any_input_size
     with pytest.raises(CnnlabError, match=r"takes 28x28 images only.*--preset fcn"):
         predictor.predict([np.zeros((28, 28), np.uint8)], keep_size=True)

@@ -16,8 +16,9 @@ from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.evaluation import evaluate
-from cnnlab.inference import Predictor
-from cnnlab.training import read_history, train
+from cnnlab.inference import load_predictor
+from cnnlab.runs import Run
+from cnnlab.training import train
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -44,7 +45,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_trains_the_seed_model_on_real_data(real_run: Path) -> None:
-    [row] = read_history(real_run)
+    [row] = Run(real_run).history()
     assert row["accuracy"] > 0.3  # chance is 0.1: one epoch on 1,800 images learns something
     summary = (real_run / "summary.txt").read_text()
     assert "Basic_CNN_model" in summary and "73,834" in summary
@@ -71,7 +72,7 @@ def test_predicts_real_images_saved_as_files(
     photo = tmp_path / "trouser-photo.jpg"
     Image.fromarray(255 - original).resize((280, 280)).convert("RGB").save(photo, quality=90)
 
-    predictor = Predictor.load(real_run)
+    predictor = load_predictor(real_run)
     direct, from_photo = predictor.predict([png, photo])
     assert direct.label == "Trouser"
     assert from_photo.label == "Trouser"

@@ -13,7 +13,8 @@ import pytest
 from cnnlab.config import TrainConfig, load_config, presets
 from cnnlab.errors import ConfigError
 from cnnlab.models import build_model, builtin_architectures
-from cnnlab.training import learning_rate_schedule, load_model
+from cnnlab.runs import load_model
+from cnnlab.training import learning_rate_schedule
 
 
 @pytest.mark.parametrize("name", builtin_architectures())

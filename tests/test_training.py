@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import pytest
 
 from cnnlab.config import Config, load_config
 from cnnlab.errors import RunError
-from cnnlab.training import read_history, read_state, train
+from cnnlab.runs import Run
+from cnnlab.training import train
 
 
 def test_a_run_folder_has_everything(tiny_run: Path) -> None:
@@ -21,16 +21,16 @@ def test_a_run_folder_has_everything(tiny_run: Path) -> None:
     assert {"config.toml", "run.json", "summary.txt", "model.keras", "history.csv"} <= names
     assert "backup" not in names
     assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
-    state = read_state(tiny_run)
-    assert state["status"] == "finished"
-    assert state["class_names"] == ["top", "bottom", "left", "right"]
-    assert state["input_shape"] == [28, 28, 1]
-    history = read_history(tiny_run)
-    assert [int(r["epoch"]) for r in history] == list(range(state["epochs_run"]))
+    state = Run(tiny_run).state()
+    assert state.status == "finished"
+    assert state.class_names == ["top", "bottom", "left", "right"]
+    assert state.input_shape == [28, 28, 1]
+    history = Run(tiny_run).history()
+    assert [int(r["epoch"]) for r in history] == list(range(state.epochs_run))
     assert {"accuracy", "loss", "val_accuracy", "val_loss", "epoch_seconds"} <= set(history[0])
     # The saved model is the best epoch's: its validation accuracy is the best in the history.
     best = max(r["val_accuracy"] for r in history)
-    assert state["best_metrics"]["val_accuracy"] == best
+    assert state.best_metrics["val_accuracy"] == best
     assert best >= 0.9  # the tiny classes are easy: the pipeline really learns
 
 
@@ -48,7 +48,7 @@ def test_finished_run_is_not_retrained(tiny_run: Path) -> None:
     before = (tiny_run / "model.keras").stat().st_mtime_ns
     result = train(config)
     assert (tiny_run / "model.keras").stat().st_mtime_ns == before
-    assert result.state["status"] == "finished"
+    assert result.state.status == "finished"
 
 
 def test_same_seed_same_run(
@@ -91,8 +91,8 @@ def test_early_stopping_restores_the_best(
         range(len(history)),
         key=lambda i: (history[i]["val_accuracy"], -history[i]["val_loss"]),
     )
-    assert result.state["best_epoch"] == best + 1
-    splits_val = result.state["validation_images"]
+    assert result.state.best_epoch == best + 1
+    splits_val = result.state.validation_images
     assert splits_val == 60
 
 
@@ -101,9 +101,9 @@ def test_a_changed_config_does_not_resume(
 ) -> None:
     config = tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=1)
     run_dir = train(config).run_dir
-    state = read_state(run_dir)
-    state["status"] = "running"  # as if it had been interrupted
-    (run_dir / "run.json").write_text(json.dumps(state))
+    state = Run(run_dir).state()
+    state.status = "running"  # as if it had been interrupted
+    Run(run_dir).write_state(state)
     with pytest.raises(RunError, match="different configuration"):
         train(config.replace(train={"learning_rate": 0.5}))
 
@@ -155,14 +155,14 @@ def test_killed_run_resumes_where_it_stopped(
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
     run_dir = config.run_dir
-    assert read_state(run_dir)["status"] == "running"
+    assert Run(run_dir).state().status == "running"
     assert (run_dir / "backup").is_dir()
-    assert len(read_history(run_dir)) == 3  # epochs 0, 1, 2 finished before the kill
+    assert len(Run(run_dir).history()) == 3  # epochs 0, 1, 2 finished before the kill
 
     resumed = train(config)  # the same command again
     history = resumed.history
     assert [int(r["epoch"]) for r in history] == [0, 1, 2, 3, 4]
-    assert resumed.state["status"] == "finished"
+    assert resumed.state.status == "finished"
     assert not (run_dir / "backup").exists()
     # Epochs 3 and 4 continued from the backed-up weights: no restart from scratch, so the
     # training loss after the resume is below the first epoch's.
@@ -177,7 +177,7 @@ def test_a_diverging_run_ends_in_a_clear_error(
     config = tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=2, learning_rate=1e30)
     with pytest.raises(RunError, match="loss became NaN"):
         train(config)
-    assert read_state(config.run_dir)["status"] == "running"  # not marked finished
+    assert Run(config.run_dir).state().status == "running"  # not marked finished
 
 
 @pytest.mark.parametrize(

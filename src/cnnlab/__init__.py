@@ -20,9 +20,13 @@ _EXPORTS = {
     "load_architecture": "cnnlab.models",
     "build_model": "cnnlab.models",
     "train": "cnnlab.training",
-    "load_model": "cnnlab.training",
+    "load_model": "cnnlab.runs",
     "evaluate": "cnnlab.evaluation",
     "predict": "cnnlab.inference",
+    "load_predictor": "cnnlab.inference",
+    "Predictor": "cnnlab.prediction",
+    "Prediction": "cnnlab.prediction",
+    "Run": "cnnlab.runs",
     "to_model_input": "cnnlab.preprocess",
     "TargetReached": "cnnlab.callbacks",
     "BestModelCheckpoint": "cnnlab.callbacks",
@@ -32,6 +36,9 @@ __all__ = [
     "BestModelCheckpoint",
     "CnnlabError",
     "Config",
+    "Prediction",
+    "Predictor",
+    "Run",
     "TargetReached",
     "__version__",
     "build_model",
@@ -40,6 +47,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "load_model",
+    "load_predictor",
     "predict",
     "prepare",
     "to_model_input",
@@ -52,10 +60,12 @@ if TYPE_CHECKING:
     from cnnlab.data import load_dataset, prepare
     from cnnlab.errors import CnnlabError
     from cnnlab.evaluation import evaluate
-    from cnnlab.inference import predict
+    from cnnlab.inference import load_predictor, predict
     from cnnlab.models import build_model, load_architecture
+    from cnnlab.prediction import Prediction, Predictor
     from cnnlab.preprocess import to_model_input
-    from cnnlab.training import load_model, train
+    from cnnlab.runs import Run, load_model
+    from cnnlab.training import train
 
 
 def __getattr__(name: str) -> Any:

@@ -15,15 +15,11 @@ from typing import Any
 
 from cnnlab._backend import keras as _keras
 from cnnlab._io import atomic_path
+from cnnlab.monitoring import mode_for
 
 log = logging.getLogger(__name__)
 
 _Callback: Any = _keras().callbacks.Callback
-
-
-def _mode_for(monitor: str) -> str:
-    """'min' for losses and errors, 'max' for everything else (accuracy, AUC...)."""
-    return "min" if ("loss" in monitor or "error" in monitor) else "max"
 
 
 class TargetReached(_Callback):
@@ -53,7 +49,7 @@ class TargetReached(_Callback):
         super().__init__()
         self.monitor = monitor
         self.target = target
-        self.mode = _mode_for(monitor) if mode == "auto" else mode
+        self.mode = mode_for(monitor) if mode == "auto" else mode
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
         self.reached_epoch: int | None = None
@@ -103,7 +99,7 @@ class BestModelCheckpoint(_Callback):
         super().__init__()
         self.filepath = Path(filepath)
         self.monitor = monitor
-        self.mode = _mode_for(monitor or "") if mode == "auto" else mode
+        self.mode = mode_for(monitor or "") if mode == "auto" else mode
         default = -math.inf if self.mode == "max" else math.inf
         self.best = default if initial_best is None else initial_best
         self.tie_breaker = tie_breaker

@@ -364,21 +364,16 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from cnnlab.models import build_model, summary_text
+    from cnnlab.models import summary_text
+    from cnnlab.runs import model_or_architecture
 
-    target = Path(args.model)
-    if target.is_dir() or target.suffix == ".keras":
-        from cnnlab.training import load_model
-
-        model = load_model(target)
-    else:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise CnnlabError(
-                f"--input-shape must look like 28,28,1, got {args.input_shape!r}"
-            ) from None
-        model = build_model(args.model, shape, args.num_classes)
+    try:
+        shape = tuple(int(v) for v in args.input_shape.split(","))
+    except ValueError:
+        raise CnnlabError(
+            f"--input-shape must look like 28,28,1, got {args.input_shape!r}"
+        ) from None
+    model = model_or_architecture(args.model, shape, args.num_classes)
     print(summary_text(model), end="")
     if args.explain:
         from cnnlab.explain import format_explanation
@@ -404,11 +399,10 @@ def _train(args: argparse.Namespace) -> int:
     )
     result = train(config, overwrite=args.overwrite)
     state = result.state
-    best = state.get("best_metrics", {})
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if k != "epoch_seconds")
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in state.best_metrics.items() if k != "epoch_seconds")
     print(
-        f"run: {result.run_dir}  best epoch {state.get('best_epoch')} of "
-        f"{state.get('epochs_run')}  ({shown})  trained {state.get('train_seconds')} s"
+        f"run: {result.run_dir}  best epoch {state.best_epoch} of "
+        f"{state.epochs_run}  ({shown})  trained {state.train_seconds} s"
     )
     return 0
 
@@ -422,7 +416,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cnnlab.lite import load_predictor
+    from cnnlab.inference import load_predictor
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")

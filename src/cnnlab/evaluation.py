@@ -5,18 +5,15 @@ Only this stage touches the test set; training tunes on the validation split.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnlab._io import atomic_write_text
+from cnnlab.runs import Run
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
 
 
 def evaluate(
@@ -27,11 +24,9 @@ def evaluate(
     With `tta`, also test-time augmentation: the prediction averaged with that of the
     horizontally flipped image, reported apart (`metrics["tta"]`) from the plain figures.
     """
-    from cnnlab.training import load_model, run_data
-
-    run_dir = Path(run_dir)
-    splits = run_data(run_dir, data_dir)
-    model = load_model(run_dir)
+    run = Run(run_dir)
+    splits = run.data(data_dir)
+    model = run.load_model()
     probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
     metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
     if tta:
@@ -42,8 +37,8 @@ def evaluate(
             "method": "mean of the image's and its horizontal flip's probabilities",
             **{k: both[k] for k in ("test_loss", "test_accuracy", "macro_f1")},
         }
-    metrics["run"] = str(run_dir)
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    metrics["run"] = str(run.dir)
+    run.write_metrics(metrics)
     return metrics
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from cnnlab import __version__
 from cnnlab._io import atomic_path, atomic_write_text
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import ONNX_FILE, Run, sidecar_path
 
 if TYPE_CHECKING:
     import keras
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMATS: dict[str, tuple[str, str]] = {
-    "onnx": ("model.onnx", "onnx"),
+    "onnx": (ONNX_FILE, "onnx"),
     "saved_model": ("saved_model", "tf_saved_model"),
     "litert": ("model.tflite", "litert"),
 }
@@ -77,16 +78,13 @@ def export(
     Files go into the run folder unless `out_dir` is given. A missing optional dependency
     raises CnnlabError naming the `pip install cnnlab[...]` extra that brings it.
     """
-    from cnnlab.training import load_model
-
     wanted = parse_formats(formats)
     for name in wanted:
         _check_dependency(name)
-    run = Path(run)
-    run_dir = run if run.is_dir() else run.parent
-    target_dir = Path(out_dir) if out_dir is not None else run_dir
+    opened = Run.open(run)
+    target_dir = Path(out_dir) if out_dir is not None else opened.dir
     target_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(run)
+    model = opened.load_model()
     exported = float32_model(model)
     if exported is not model:
         log.info("the model computes in %s; exporting a float32 copy", _compute_dtypes(model))
@@ -111,25 +109,10 @@ def export(
     return written
 
 
-def sidecar_path(path: str | Path) -> Path:
-    """Where the metadata of an exported file lives: `model.onnx` -> `model.onnx.json`."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
 def metadata(run: str | Path, model: keras.Model) -> dict[str, Any]:
     """What a runtime needs besides the weights: class names, input shape and range."""
-    from cnnlab.training import STATE_FILE
-
-    run = Path(run)
-    state_file = (run if run.is_dir() else run.parent) / STATE_FILE
-    state: dict[str, Any] = {}
-    if state_file.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(state_file.read_text(encoding="utf-8"))
-            state = loaded if isinstance(loaded, dict) else {}
     n_classes = int(model.output_shape[-1])
-    names = state.get("class_names") or [str(i) for i in range(n_classes)]
+    names = Run.open(run).class_names() or [str(i) for i in range(n_classes)]
     return {
         "model_name": model.name,
         "class_names": [str(name) for name in names],
@@ -139,7 +122,7 @@ def metadata(run: str | Path, model: keras.Model) -> dict[str, Any]:
         "preprocessing": PREPROCESSING,
         "output": "class probabilities (softmax), one column per class name",
         "parameters": int(model.count_params()),
-        "source_run": str(run.resolve()),
+        "source_run": str(Path(run).resolve()),
         "cnnlab_version": __version__,
     }
 

@@ -1,7 +1,7 @@
 """A light inference path: an exported `model.onnx` on ONNX Runtime, without TensorFlow or Keras.
 
     predictor = OnnxPredictor.load("runs/basic_cnn-fashion_mnist/model.onnx")
-    predictor.predict(["shoe.jpg"])          # the same Predictions as cnnlab.inference
+    predictor.predict(["shoe.jpg"])          # the same Predictions as KerasPredictor
 
 Import cost and install size are a fraction of TensorFlow's (see README, Export). Pictures go
 through the same `cnnlab.preprocess` as the Keras path; class names come from the sidecar JSON
@@ -10,7 +10,6 @@ through the same `cnnlab.preprocess` as the Keras path; class names come from th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError, RunError
-from cnnlab.inference import Predictor, checked_class_names
-
-ONNX_FILE = "model.onnx"
-
-
-def onnx_path(path: str | Path) -> Path:
-    """The .onnx file meant by `path`: the file itself, or RUN/model.onnx for a run folder."""
-    path = Path(path)
-    return path / ONNX_FILE if path.is_dir() else path
-
-
-def load_predictor(path: str | Path, *, onnx: bool = False) -> Predictor:
-    """A Predictor for a run folder or .keras file, or an OnnxPredictor for an .onnx file
-    (or for a run folder's model.onnx when `onnx` is true)."""
-    # Predictor.load itself hands an .onnx file to OnnxPredictor.
-    return OnnxPredictor.load(onnx_path(path)) if onnx else Predictor.load(path)
+from cnnlab.prediction import Predictor
+from cnnlab.runs import read_sidecar
 
 
 class OnnxPredictor(Predictor):
-    """Predictor's interface (`predict`, `prepare`, `class_names`, `size`) on ONNX Runtime."""
+    """An exported ONNX model on ONNX Runtime as a Predictor."""
 
     backend = "onnxruntime"
 
@@ -50,19 +35,16 @@ class OnnxPredictor(Predictor):
         name: str = "model",
         parameters: int | None = None,
     ) -> None:
-        # Predictor.__init__ reads a Keras model; here the session describes the model.
         self.session = session
         self.name = name
         self.parameters = parameters
         model_input = session.get_inputs()[0]
         self.input_name = model_input.name
-        self._set_input_shape(
-            tuple(v if isinstance(v, int) else None for v in model_input.shape[1:])
-        )
+        shape = tuple(v if isinstance(v, int) else None for v in model_input.shape[1:])
         outputs = session.get_outputs()[0].shape
         n_classes = outputs[-1] if isinstance(outputs[-1], int) else None
         try:
-            self.class_names = checked_class_names(class_names, n_classes)
+            self._describe(shape, class_names, n_classes)
         except CnnlabError as exc:
             raise RunError(f"ONNX model: {exc}") from None
 
@@ -97,20 +79,6 @@ class OnnxPredictor(Predictor):
             parameters=info.get("parameters") if isinstance(info.get("parameters"), int) else None,
         )
 
-    def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Class probabilities for a batch of model inputs."""
-        if not len(batch):
-            return np.zeros((0, len(self.class_names)))
+    def _forward(self, batch: NDArray[np.float32]) -> Any:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
-        return np.asarray(self.session.run(None, feed)[0], dtype=np.float64)
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The metadata `cnnlab export` wrote beside an exported file, or {} if none is readable."""
-    path = Path(path)
-    sidecar = path.with_name(path.name + ".json")
-    try:
-        info = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
+        return self.session.run(None, feed)[0]

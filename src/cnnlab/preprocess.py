@@ -37,6 +37,7 @@ __all__ = [
     "MODEL_SIZE",
     "ImageSource",
     "PreparedImage",
+    "describe_source",
     "load_image",
     "prepare_image",
     "prepare_whole_image",
@@ -90,7 +91,7 @@ def load_image(
     applies). An animation gives its first frame, the only one decoded, so its frame count costs
     nothing. EXIF orientation is applied.
     """
-    name = _source_name(source)
+    name = describe_source(source)
     if isinstance(source, np.ndarray):
         return _image_from_array(source, name, max_pixels)
     with _pillow_errors(name):
@@ -103,14 +104,14 @@ def load_image(
     return _upright(image, name)
 
 
-def _source_name(source: object) -> str:
-    """How error messages refer to `source`."""
+def describe_source(source: object) -> str:
+    """How messages and predictions refer to `source`: the path, or the kind of object."""
     if isinstance(source, (str, os.PathLike)):
         return os.fsdecode(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
     if isinstance(source, np.ndarray):
-        return "<array>"
+        return f"<array {'x'.join(map(str, source.shape))}>"
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", None)  # set when Pillow opened it from a file
     else:
@@ -272,7 +273,7 @@ def to_model_input(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> ND
 def prepare_image(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> PreparedImage:
     """Like `to_model_input`, also saying whether anything stood out from the background."""
     height, width = _checked_size(size)
-    name = _source_name(image)
+    name = describe_source(image)
     if isinstance(image, np.ndarray) and image.shape in ((height, width), (height, width, 1)):
         return _model_ready(image, name)
 
@@ -301,7 +302,7 @@ def prepare_whole_image(
     only cast. Pictures smaller than `min_size` or with an edge over `max_edge` are refused
     with an `ImageError` saying so (nothing is resized: that is the point).
     """
-    name = _source_name(image)
+    name = describe_source(image)
     if isinstance(image, np.ndarray) and (
         image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
     ):

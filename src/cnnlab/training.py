@@ -1,14 +1,8 @@
 """Train a model from a Config and leave a run folder behind.
 
 The steps read top to bottom: prepare the run folder, prepare the data, build the model,
-compile, choose callbacks, train, save. A run folder holds everything later commands need:
-
-    config.toml   exactly what ran (all defaults resolved, the seed drawn), enough to re-run it
-    run.json      status, class names, input shape, best epoch, timings
-    summary.txt   model.summary()
-    model.keras   the best model, written atomically
-    history.csv   one row per epoch
-    backup/       Keras BackupAndRestore state while training runs; removed at the end
+compile, choose callbacks, train, save. Every file is written through `cnnlab.runs.Run`, which
+owns the run folder's layout (see that module).
 
 Running the same command again on a finished run does nothing; on an interrupted run it resumes
 from the last completed epoch.
@@ -16,12 +10,9 @@ from the last completed epoch.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from cnnlab import __version__
 from cnnlab._backend import dtype_policy, fastest_precision
 from cnnlab._backend import keras as _keras
-from cnnlab._io import atomic_write_text
 from cnnlab.config import Config, TrainConfig, load_config
 from cnnlab.errors import RunError
+from cnnlab.monitoring import mode_for, recorded_monitor
+from cnnlab.runs import History, Run, RunState
 
 if TYPE_CHECKING:
     import keras
@@ -43,13 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.toml"
-STATE_FILE = "run.json"
-MODEL_FILE = "model.keras"
-SUMMARY_FILE = "summary.txt"
-HISTORY_FILE = "history.csv"
-BACKUP_DIR = "backup"
-
 
 @dataclass
 class TrainResult:
@@ -57,8 +42,8 @@ class TrainResult:
 
     run_dir: Path
     model: keras.Model
-    history: list[dict[str, float]]
-    state: dict[str, Any]
+    history: History
+    state: RunState
 
 
 def train(
@@ -72,18 +57,18 @@ def train(
     `callbacks` are extra Keras callbacks, run after cnnlab's own at each epoch's end.
     """
     config = config or load_config()
-    run_dir = config.run_dir
+    run = Run(config.run_dir)
 
     # Prepare the run folder: finished runs are kept, interrupted ones resumed.
-    state = read_state(run_dir)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-        state = {}
-    if state.get("status") == "finished":
-        log.info("%s is already finished; nothing to do (use --overwrite to train again)", run_dir)
-        return load_result(run_dir)
-    resuming = state.get("status") == "running"
-    config = _same_config_or_fail(config, run_dir) if resuming else resolve_defaults(config)
+    state = run.state()
+    if overwrite:
+        run.remove()
+        state = RunState()
+    if state.finished:
+        log.info("%s is already finished; nothing to do (use --overwrite to train again)", run.dir)
+        return load_result(run.dir)
+    resuming = state.running
+    config = _same_config_or_fail(config, run) if resuming else resolve_defaults(config)
     log.info("configuration:\n%s", config.to_toml().rstrip())
 
     # Prepare the data.
@@ -95,25 +80,24 @@ def train(
 
     model = build_training_model(config, splits, init_filters=not resuming)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run.dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
-        atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
-        state = {
-            "status": "running",
-            "cnnlab_version": __version__,
-            "keras_version": keras.__version__,
-            "dataset": config.data.dataset,
-            "class_names": list(splits.class_names),
-            "input_shape": list(splits.input_shape),
-            "train_images": len(splits.x_train),
-            "validation_images": len(splits.x_val),
-            "train_seconds": 0.0,
-        }
-        write_state(run_dir, state)
-    atomic_write_text(run_dir / SUMMARY_FILE, summary_text(model))
+        run.write_config(config)
+        state = RunState(
+            status="running",
+            cnnlab_version=__version__,
+            keras_version=keras.__version__,
+            dataset=config.data.dataset,
+            class_names=list(splits.class_names),
+            input_shape=list(splits.input_shape),
+            train_images=len(splits.x_train),
+            validation_images=len(splits.x_val),
+        )
+        run.write_state(state)
+    run.write_summary(summary_text(model))
 
     # Train.
-    own, checkpoint = make_callbacks(config, run_dir, has_validation=len(splits.x_val) > 0)
+    own, checkpoint = make_callbacks(config, run, has_validation=len(splits.x_val) > 0)
     from cnnlab.pipeline import make_dataset
 
     batch = config.train.batch_size
@@ -130,34 +114,32 @@ def train(
         shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    state["train_seconds"] = round(state["train_seconds"] + time.perf_counter() - started, 2)
+    state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
 
     # Save: the best checkpoint is the run's model; the backup is no longer needed.
-    if not (run_dir / MODEL_FILE).is_file():
+    if not run.model_file.is_file():
         raise RunError(
-            f"{run_dir}: training produced no usable model (the loss became NaN before any "
+            f"{run.dir}: training produced no usable model (the loss became NaN before any "
             "epoch finished); try a lower --learning-rate, then run again with --overwrite"
         )
-    history = read_history(run_dir)
-    _rewrite_history(run_dir, history)
+    history = run.history()
+    run.write_history(history)
     best = _best_row(history, checkpoint.monitor, checkpoint.tie_breaker or "val_loss")
-    state.update(
-        status="finished",
-        epochs_run=len(history),
-        best_epoch=None if best is None else int(best["epoch"]) + 1,
-        best_metrics={k: v for k, v in (best or {}).items() if k != "epoch"},
-    )
-    write_state(run_dir, state)
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-    best_model = keras.saving.load_model(run_dir / MODEL_FILE)
+    state.status = "finished"
+    state.epochs_run = len(history)
+    state.best_epoch = None if best is None else int(best["epoch"]) + 1
+    state.best_metrics = {k: v for k, v in (best or {}).items() if k != "epoch"}
+    run.write_state(state)
+    run.remove_backup()
+    best_model = keras.saving.load_model(run.model_file)
     log.info(
         "finished %s: best epoch %s of %d, model in %s",
-        run_dir,
-        state["best_epoch"],
+        run.dir,
+        state.best_epoch,
         len(history),
-        run_dir / MODEL_FILE,
+        run.model_file,
     )
-    return TrainResult(run_dir=run_dir, model=best_model, history=history, state=state)
+    return TrainResult(run_dir=run.dir, model=best_model, history=history, state=state)
 
 
 def build_training_model(
@@ -207,22 +189,20 @@ def _prepare_data(config: Config) -> Splits:
     )
 
 
-def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tuple[list[Any], Any]:
+def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[list[Any], Any]:
     """The callbacks that control training, in the order they must run at an epoch's end."""
     keras = _keras()
     from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached
 
     train = config.train
-    monitor = train.monitor
-    if monitor.startswith("val_") and not has_validation:
-        monitor = monitor[len("val_") :]
+    monitor = recorded_monitor(train.monitor, has_validation=has_validation)
     # The seed recipe keeps the last epoch's model, as the notes do; the others keep the best.
     keep_best = train.recipe != "seed"
     tie_breaker = "val_loss" if has_validation else "loss"
-    previous = read_history(run_dir)
+    previous = run.history()
     best_row = _best_row(previous, monitor, tie_breaker) if keep_best else None
     checkpoint = BestModelCheckpoint(
-        run_dir / MODEL_FILE,
+        run.model_file,
         monitor=monitor if keep_best else None,
         initial_best=None if best_row is None else best_row[monitor],
         tie_breaker=tie_breaker,
@@ -254,8 +234,8 @@ def make_callbacks(config: Config, run_dir: Path, *, has_validation: bool) -> tu
         checkpoint,
         # The CSV row is written before the backup records the epoch, so a kill between the
         # two repeats a row (dropped by read_history) rather than losing one.
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), double_checkpoint=True),
+        keras.callbacks.CSVLogger(str(run.history_file), append=True),
+        keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
     ]
     return callbacks, checkpoint
 
@@ -285,16 +265,14 @@ def learning_rate_schedule(train: TrainConfig) -> Callable[[int], float] | None:
 
 
 def _best_row(
-    history: list[dict[str, float]], monitor: str | None, tie_breaker: str = "val_loss"
+    history: History, monitor: str | None, tie_breaker: str = "val_loss"
 ) -> dict[str, float] | None:
     """The epoch the checkpoint kept: best `monitor`, ties to the lowest `tie_breaker`."""
     if not history:
         return None
     if monitor is None or monitor not in history[0]:
         return history[-1]
-    from cnnlab.callbacks import _mode_for
-
-    sign = 1.0 if _mode_for(monitor) == "max" else -1.0
+    sign = 1.0 if mode_for(monitor) == "max" else -1.0
     return max(history, key=lambda row: (sign * row[monitor], -row.get(tie_breaker, math.inf)))
 
 
@@ -308,9 +286,9 @@ def resolve_defaults(config: Config) -> Config:
     return config.replace(train=changes) if changes else config
 
 
-def _same_config_or_fail(config: Config, run_dir: Path) -> Config:
+def _same_config_or_fail(config: Config, run: Run) -> Config:
     """An interrupted run resumes only with the configuration it started with."""
-    saved = load_config(run_dir / CONFIG_FILE)
+    saved = run.config()
     adopted = {
         key: getattr(saved.train, key)
         for key, unresolved in (("seed", -1), ("precision", "auto"))
@@ -319,109 +297,15 @@ def _same_config_or_fail(config: Config, run_dir: Path) -> Config:
     candidate = config.replace(train=adopted)
     if candidate != saved:
         raise RunError(
-            f"{run_dir} was started with a different configuration ({run_dir / CONFIG_FILE}); "
+            f"{run.dir} was started with a different configuration ({run.config_file}); "
             "re-run with the same settings to resume, or add --overwrite (or --name NEW) "
             "to start over"
         )
-    log.info("resuming the interrupted run in %s", run_dir)
+    log.info("resuming the interrupted run in %s", run.dir)
     return saved
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """The run's run.json, or {} where there is none yet."""
-    path = Path(run_dir) / STATE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(
-            f"{path}: unreadable run state ({exc}); add --overwrite to start over"
-        ) from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path}: unreadable run state; add --overwrite to start over")
-    return data
-
-
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write_text(Path(run_dir) / STATE_FILE, json.dumps(state, indent=2) + "\n")
-
-
-def read_history(run_dir: Path) -> list[dict[str, float]]:
-    """history.csv as rows of floats, one per epoch (a repeated epoch keeps its last row)."""
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    rows: dict[int, dict[str, float]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                values = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
-            except ValueError:
-                continue  # a line cut short by a kill mid-write
-            if "epoch" in values:
-                rows[int(values["epoch"])] = values
-    return [rows[e] for e in sorted(rows)]
-
-
-def _rewrite_history(run_dir: Path, history: list[dict[str, float]]) -> None:
-    if not history:
-        return
-    fields = list(history[0])
-    lines = [",".join(fields)]
-    for row in history:
-        lines.append(",".join(_format_number(row.get(f, float("nan")), f) for f in fields))
-    atomic_write_text(Path(run_dir) / HISTORY_FILE, "\n".join(lines) + "\n")
-
-
-def _format_number(value: float, field: str) -> str:
-    return str(int(value)) if field == "epoch" else repr(value)
-
-
-def run_config(run_dir: str | Path) -> Config:
-    """The configuration a run folder was trained with."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(
-            f"{run_dir}: not a run folder (no {CONFIG_FILE}); train one with `cnnlab train`"
-        )
-    return load_config(run_dir / CONFIG_FILE)
-
-
-def run_data(run_dir: str | Path, data_dir: str | None = None) -> Splits:
-    """A run's dataset (its training and test sets, no validation hold-out), as it trained on.
-
-    `data_dir` overrides where the files are looked for (the run may come from another machine).
-    """
-    from cnnlab.data import load_dataset, prepare
-
-    config = run_config(run_dir)
-    dataset = load_dataset(
-        config.data.dataset,
-        data_dir or config.data.data_dir or None,
-        download=config.data.download,
-    )
-    return prepare(dataset, validation_split=0.0, seed=0)
 
 
 def load_result(run_dir: str | Path) -> TrainResult:
     """Open a finished run folder: its model, history and state."""
-    run_dir = Path(run_dir)
-    model = load_model(run_dir)
-    return TrainResult(run_dir, model, read_history(run_dir), read_state(run_dir))
-
-
-def load_model(path: str | Path) -> keras.Model:
-    """Load the model of a run folder, or a `.keras` file, with a clear error if it is unusable."""
-    path = Path(path)
-    model_path = path / MODEL_FILE if path.is_dir() else path
-    if not model_path.is_file():
-        hint = "train it first with `cnnlab train`" if path.is_dir() else "check the path"
-        raise RunError(f"{model_path}: no model found; {hint}")
-    keras = _keras()
-    try:
-        return keras.saving.load_model(model_path)
-    except Exception as exc:  # Keras raises many types for a damaged archive
-        raise RunError(
-            f"{model_path}: cannot load the model ({type(exc).__name__}: {exc})"
-        ) from None
+    run = Run(run_dir)
+    return TrainResult(run.dir, run.load_model(), run.history(), run.state())

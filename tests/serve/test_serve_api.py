@@ -20,7 +20,7 @@ from PIL import Image
 from serve_helpers import LiveServer, png_bytes
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import Predictor
+from cnnlab.inference import load_predictor
 from cnnlab.serve import create_app, inputs
 
 Images = list[tuple[str, np.ndarray]]
@@ -66,7 +66,7 @@ def test_predict_json_pixels_matches_the_library(
     label, array = images[4]
     body = {"pixels": pixels(array)} if wrap else pixels(array)
     answer = client.post("/api/predict", json=body, params={"top_k": 4}).json()
-    expected = Predictor.load(tiny_run).predict([array.astype(np.float32) / 255], top_k=4)[0]
+    expected = load_predictor(tiny_run).predict([array.astype(np.float32) / 255], top_k=4)[0]
     assert answer["label"] == label == expected.label
     assert [item["class"] for item in answer["top"]] == [name for name, _ in expected.top]
     got = [item["probability"] for item in answer["top"]]

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnlab.runs import Run
+
 if TYPE_CHECKING:
     from cnnlab.data import Splits
 
@@ -180,7 +182,7 @@ def time_to_accuracy(args: dict[str, Any]) -> Result:
         x_test, y_test = splits.x_test[: args["test_images"]], splits.y_test[: args["test_images"]]
         stop = StopAtTestAccuracy(x_test, y_test, args["target"])
         result = train(config, callbacks=[stop])
-        precision = load_config(result.run_dir / "config.toml").train.precision
+        precision = Run(result.run_dir).config().train.precision
     reached = stop.reached_epoch
     return {
         "train_images": len(splits.x_train),
@@ -209,10 +211,9 @@ def inference(args: dict[str, Any]) -> Result:
     images = splits.x_test
     batch = np.resize(images, (args["batch_size"], *images.shape[1:]))
     calls, repeats = args["calls"], args["repeats"]
-    if run_dir is not None and (run_dir / "model.keras").is_file():
-        from cnnlab.training import load_model
-
-        model, origin = load_model(run_dir), str(run_dir / "model.keras")
+    run = Run(run_dir) if run_dir is not None else None
+    if run is not None and run.model_file.is_file():
+        model, origin = run.load_model(), str(run.model_file)
     else:
         from cnnlab.models import build_model
 

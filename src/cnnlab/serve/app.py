@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import Prediction
+from cnnlab.prediction import Prediction
 from cnnlab.preprocess import MAX_PIXELS
 from cnnlab.serve import inputs
 from cnnlab.serve.service import (
@@ -380,7 +380,7 @@ def _features(service: ModelService, image: inputs.ImageInput, top_k: int | None
     batch = _prepared(service, image)
     model_input = batch[0]
     prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
-    layers = {layer.name: type(layer).__name__ for layer in service.predictor.model.layers}
+    layers = {layer.name: type(layer).__name__ for layer in service.model.layers}
     pictures = []
     for name, maps in service.feature_maps(model_input):
         png, columns = feature_grid_png(maps)

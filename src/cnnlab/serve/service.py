@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import base64
 import functools
-import io
-import json
 import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import Prediction
-from cnnlab.lite import OnnxPredictor, load_predictor
-
-if TYPE_CHECKING:
-    from PIL import Image
+from cnnlab.inference import load_predictor
+from cnnlab.prediction import Prediction
+from cnnlab.runs import Run
+from cnnlab.visualize._common import to_png
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +38,6 @@ PICTURES = ("model", "history")
 FEATURE_CMAP = "viridis"
 MAX_FEATURE_CHANNELS = 64
 """Channels shown per layer: a wider layer shows its first 64."""
-METRICS_FILE = "metrics.json"
 
 
 class NeedsKeras(CnnlabError):
@@ -52,11 +48,10 @@ class ModelService:
     """A trained run's model, class names and pictures, safe to use from many threads."""
 
     def __init__(self, run: str | Path, *, top_k: int = 3, onnx: bool = False) -> None:
-        path = Path(run)
         # raises RunError for a bad run; an .onnx file (or `onnx`) runs on ONNX Runtime
-        self.predictor = load_predictor(path, onnx=onnx)
+        self.predictor = load_predictor(run, onnx=onnx)
         self.keras = self.predictor.backend == "keras"
-        self.run_dir = path if path.is_dir() else path.parent
+        self.run = Run.open(run)
         self.top_k = top_k
         self._decode_lock = threading.Lock()
         self._model_lock = threading.Lock()
@@ -68,16 +63,21 @@ class ModelService:
         return self.predictor.class_names
 
     @property
+    def run_dir(self) -> Path:
+        return self.run.dir
+
+    @property
     def model_name(self) -> str:
-        if isinstance(self.predictor, OnnxPredictor):
-            return self.predictor.name
-        return str(self.predictor.model.name)
+        return self.predictor.name
 
     @property
     def parameters(self) -> int | None:
-        if isinstance(self.predictor, OnnxPredictor):
-            return self.predictor.parameters
-        return int(self.predictor.model.count_params())
+        return self.predictor.parameters
+
+    @property
+    def model(self) -> Any:
+        """The Keras model (only where `self.keras`)."""
+        return getattr(self.predictor, "model", None)
 
     def _need_keras(self, what: str) -> None:
         if not self.keras:
@@ -95,23 +95,16 @@ class ModelService:
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
         """Class probabilities for a batch of model inputs, one row per input."""
-        if not len(batch):
-            return np.zeros((0, len(self.class_names)))
         with self._model_lock:
-            # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
-            output = self.predictor.probabilities(batch)
-        return np.asarray(output, dtype=np.float64)
+            return self.predictor.probabilities(batch)
 
     def predict(
         self, images: Sequence[Any], sources: Sequence[str], top_k: int | None = None
     ) -> list[Prediction]:
         """Top-k predictions per image; an image that does not decode gets its error instead."""
         batch, errors = self.prepare(images)
-        rows = iter(self.probabilities(batch))
-        return [
-            Prediction(source, error=error) if error else self.rank(next(rows), source, top_k)
-            for source, error in zip(sources, errors, strict=True)
-        ]
+        probabilities = self.probabilities(batch)
+        return self.predictor.pair(sources, errors, probabilities, self.clamp_top_k(top_k))
 
     def rank(
         self, probabilities: NDArray[np.float64], source: str, top_k: int | None = None
@@ -129,7 +122,7 @@ class ModelService:
         from cnnlab.visualize.features import feature_maps
 
         with self._model_lock:
-            return feature_maps(self.predictor.model, image)
+            return feature_maps(self.model, image)
 
     # --- Describing the run -----------------------------------------------------------------
 
@@ -141,7 +134,7 @@ class ModelService:
         from cnnlab.models import summary_text
 
         with self._model_lock:
-            return summary_text(self.predictor.model)
+            return summary_text(self.model)
 
     @functools.cached_property
     def layers(self) -> list[dict[str, Any]]:
@@ -155,27 +148,19 @@ class ModelService:
                 "output_shape": _output_shape(layer),
                 "parameters": int(layer.count_params()),
             }
-            for layer in self.predictor.model.layers
+            for layer in self.model.layers
         ]
 
     def metrics(self) -> dict[str, Any] | None:
         """The run's test metrics (metrics.json, read afresh: it may appear while serving)."""
-        path = self.run_dir / METRICS_FILE
-        if not path.is_file():
-            return None
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("%s: ignoring unreadable test metrics (%s)", path, exc)
-            return None
-        return metrics if isinstance(metrics, dict) else None
+        return self.run.metrics()
 
     def training(self) -> dict[str, Any] | None:
         """What run.json says about training (status, epochs, best epoch, timings)."""
-        from cnnlab.training import read_state
-
+        if not self.run.state_file.is_file():
+            return None
         try:
-            state = read_state(self.run_dir)
+            state = self.run.state().to_dict()
         except CnnlabError as exc:
             log.warning("ignoring the run state: %s", exc)
             return None
@@ -196,38 +181,16 @@ class ModelService:
             self._need_keras("the model picture")
             from cnnlab.visualize.model import draw_model
 
-            return _png(draw_model(self.predictor.model))
-        from cnnlab.training import read_history
+            return to_png(draw_model(self.model))
         from cnnlab.visualize.history import plot_history
 
-        history = read_history(self.run_dir)
+        history = self.run.history()
         if not history:
             raise CnnlabError(f"{self.run_dir}: no training history (history.csv) in this run")
-        return _png(plot_history(history, monitor=self._monitor()))
-
-    def _monitor(self) -> str:
-        """The metric that chose the best epoch, as the run's config.toml says."""
-        from cnnlab.training import run_config
-
-        try:
-            return run_config(self.run_dir).train.monitor
-        except CnnlabError:
-            return "val_accuracy"
+        return to_png(plot_history(history, monitor=self.run.monitor()))
 
 
 # --- Pictures as data URLs --------------------------------------------------------------------
-
-
-def _png(picture: Image.Image | Any) -> bytes:
-    """Encode a PIL image or a matplotlib Figure as PNG."""
-    from cnnlab.visualize._common import DPI
-
-    buffer = io.BytesIO()
-    if hasattr(picture, "savefig"):
-        picture.savefig(buffer, format="png", dpi=DPI)
-    else:
-        picture.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def data_url(png: bytes) -> str:
@@ -239,7 +202,7 @@ def gray_png(image: NDArray[np.float32]) -> bytes:
     from PIL import Image
 
     pixels = np.round(np.clip(image.reshape(image.shape[:2]), 0, 1) * 255).astype(np.uint8)
-    return _png(Image.fromarray(pixels))
+    return to_png(Image.fromarray(pixels))
 
 
 def feature_grid_png(maps: NDArray[np.float32]) -> tuple[bytes, int]:
@@ -261,7 +224,7 @@ def feature_grid_png(maps: NDArray[np.float32]) -> tuple[bytes, int]:
     levels = np.round((values - low) / max(high - low, 1e-12) * 255).astype(np.uint8)
     rgba = _colour_table()[levels]
     rgba[gaps] = 0
-    return _png(Image.fromarray(rgba)), columns
+    return to_png(Image.fromarray(rgba)), columns
 
 
 @functools.cache

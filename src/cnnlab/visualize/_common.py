@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab._io import atomic_path
+from cnnlab._io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,12 +20,20 @@ def figure() -> Figure:
     return Figure(layout="constrained")
 
 
+def to_png(picture: Any) -> bytes:
+    """A matplotlib Figure or a PIL Image encoded as PNG."""
+    import io
+
+    buffer = io.BytesIO()
+    if hasattr(picture, "savefig"):
+        picture.savefig(buffer, format="png", dpi=DPI)
+    else:
+        picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(picture: Any, path: str | Path) -> Path:
     """Write a matplotlib Figure or a PIL Image to `path` as PNG, atomically."""
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        if hasattr(picture, "savefig"):
-            picture.savefig(tmp, format="png", dpi=DPI)
-        else:
-            picture.save(tmp, format="PNG")
+    atomic_write_bytes(path, to_png(picture))
     return path

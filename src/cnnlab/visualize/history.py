@@ -1,6 +1,6 @@
 """Learning curves: loss and accuracy per epoch, training against validation, best epoch marked.
 
-The rows are those of a run's `history.csv` (`cnnlab.training.read_history`): Keras' 0-based
+The rows are those of a run's `history.csv` (`cnnlab.runs.Run.history`): Keras' 0-based
 `epoch` column plus one column per metric. Epochs are shown 1-based, as Keras' progress bar and
 `run.json`'s `best_epoch` count them.
 """
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError
+from cnnlab.monitoring import lower_is_better, recorded_monitor
 from cnnlab.visualize._common import figure
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def best_epoch(history: History, monitor: str = "val_accuracy") -> int | None:
     ]
     if not scored:
         return None
-    pick = min if _lower_is_better(monitor) else max
+    pick = min if lower_is_better(monitor) else max
     return pick(scored, key=lambda pair: pair[0])[1]
 
 
@@ -58,7 +59,7 @@ def plot_history(history: History, *, monitor: str = "val_accuracy") -> Figure:
     """
     if not history:
         raise CnnlabError("the training history is empty; train the model first (`cnnlab train`)")
-    monitor = _recorded_monitor(history, monitor)
+    monitor = recorded_monitor(monitor, has_validation=any(monitor in row for row in history))
     epochs = epoch_numbers(history)
     best = best_epoch(history, monitor)
 
@@ -105,7 +106,7 @@ def _annotate_best(ax: Axes, history: History, epochs: list[int], best: int, mon
         f"best epoch {best}\n{monitor} = {value:.4f}",
         xy=(best, value),
         # Accuracy rises and loss falls, so the lower (upper) right of the panel is free.
-        xytext=(0.65, 0.75 if _lower_is_better(monitor) else 0.25),
+        xytext=(0.65, 0.75 if lower_is_better(monitor) else 0.25),
         textcoords="axes fraction",
         ha="center",
         color=BEST_COLOUR,
@@ -114,18 +115,5 @@ def _annotate_best(ax: Axes, history: History, epochs: list[int], best: int, mon
     )
 
 
-def _recorded_monitor(history: History, monitor: str) -> str:
-    """`monitor`, or its training metric where a run recorded no validation."""
-    recorded = any(monitor in row for row in history)
-    if not recorded and monitor.startswith("val_"):
-        return monitor.removeprefix("val_")
-    return monitor
-
-
 def _panel_for(monitor: str) -> str:
     return monitor.removeprefix("val_")
-
-
-def _lower_is_better(monitor: str) -> bool:
-    """Losses and errors improve downwards, everything else (accuracy, AUC...) upwards."""
-    return "loss" in monitor or "error" in monitor

@@ -7,12 +7,12 @@ writes the PNG atomically into the run folder (or `out`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError, RunError
+from cnnlab.runs import Run
 from cnnlab.visualize._common import save_png
 
 KINDS = ("model", "history", "confusion", "errors", "filters", "features", "convpool", "gradcam")
@@ -76,44 +76,30 @@ def _need_run(run_dir: Path | None, target: Any, kind: str) -> Path:
 
 
 def _model(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
+    from cnnlab.runs import model_or_architecture
     from cnnlab.visualize.model import draw_model
 
-    if run_dir is not None or str(target).endswith(".keras"):
-        from cnnlab.training import load_model
-
-        model = load_model(target)
-    else:
-        from cnnlab.models import build_model
-
-        model = build_model(target)
-    return draw_model(model, scale_xy=4), ""
+    return draw_model(model_or_architecture(target), scale_xy=4), ""
 
 
 def _history(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
-    from cnnlab.training import read_history, run_config
     from cnnlab.visualize.history import plot_history
 
-    run_dir = _need_run(run_dir, target, "history")
-    history = read_history(run_dir)
+    run = Run(_need_run(run_dir, target, "history"))
+    history = run.history()
     if not history:
-        raise RunError(f"{run_dir}: no history.csv yet; train the run first")
-    monitor = run_config(run_dir).train.monitor
-    if monitor not in history[0] and monitor.startswith("val_"):
-        monitor = monitor[len("val_") :]
-    return plot_history(history, monitor=monitor), ""
+        raise RunError(f"{run.dir}: no history.csv yet; train the run first")
+    return plot_history(history, monitor=run.config().train.monitor), ""
 
 
 def _confusion(
     run_dir: Path | None, target: Any, data_dir: str | None = None, **_: Any
 ) -> tuple[Any, str]:
-    from cnnlab.evaluation import METRICS_FILE, evaluate
+    from cnnlab.evaluation import evaluate
     from cnnlab.visualize.confusion import format_most_confused, most_confused, plot_confusion
 
-    run_dir = _need_run(run_dir, target, "confusion")
-    path = run_dir / METRICS_FILE
-    metrics = (
-        json.loads(path.read_text()) if path.is_file() else evaluate(run_dir, data_dir=data_dir)
-    )
+    run = Run(_need_run(run_dir, target, "confusion"))
+    metrics = run.metrics() or evaluate(run.dir, data_dir=data_dir)
     matrix, names = metrics["confusion_matrix"], metrics["class_names"]
     text = format_most_confused(most_confused(matrix, names))
     return plot_confusion(matrix, names), text
@@ -122,12 +108,11 @@ def _confusion(
 def _errors(
     run_dir: Path | None, target: Any, count: int = 16, data_dir: str | None = None, **_: Any
 ) -> tuple[Any, str]:
-    from cnnlab.training import load_model, run_data
     from cnnlab.visualize.errors import plot_errors
 
-    run_dir = _need_run(run_dir, target, "errors")
-    splits = run_data(run_dir, data_dir)
-    model = load_model(run_dir)
+    run = Run(_need_run(run_dir, target, "errors"))
+    splits = run.data(data_dir)
+    model = run.load_model()
     return plot_errors(model, splits.x_test, splits.y_test, splits.class_names, n=count), ""
 
 
@@ -142,17 +127,14 @@ def _filters(
     from cnnlab.visualize.filters import plot_filter_sets, plot_filters
 
     if not init_sets:
-        from cnnlab.training import load_model
-
-        return plot_filters(load_model(target), _layer_arg(layer)), ""
+        return plot_filters(Run.open(target).load_model(), _layer_arg(layer)), ""
     # The three starting points of --init-filters, side by side, for this run's data.
     from cnnlab.kernels import init_first_conv
     from cnnlab.models import build_model
-    from cnnlab.training import run_config, run_data
 
-    run_dir = _need_run(run_dir, target, "filters --init-sets")
-    config = run_config(run_dir)
-    splits = run_data(run_dir, data_dir)
+    run = Run(_need_run(run_dir, target, "filters --init-sets"))
+    config = run.config()
+    splits = run.data(data_dir)
     sets = {}
     for method in ("random", "classic", "whitening"):
         model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
@@ -179,27 +161,26 @@ def _layer_arg(layer: str | None) -> str | int | None:
 
 
 def _prepared(model: Any, image: Any) -> Any:
-    from cnnlab.inference import Predictor
+    from cnnlab.inference import KerasPredictor
 
-    batch, errors = Predictor(model).prepare([image])
+    batch, errors = KerasPredictor(model).prepare([image])
     if errors[0] is not None:
         raise CnnlabError(errors[0])
     return batch[0]
 
 
 def _features(run_dir: Path | None, target: Any, image: Any = None, **_: Any) -> tuple[Any, str]:
-    from cnnlab.training import load_model
     from cnnlab.visualize.features import plot_features
 
-    model = load_model(target)
+    model = Run.open(target).load_model()
     return plot_features(model, _prepared(model, image)), ""
 
 
 def _gradcam(run_dir: Path | None, target: Any, image: Any = None, **_: Any) -> tuple[Any, str]:
-    from cnnlab.inference import Predictor
+    from cnnlab.inference import KerasPredictor
     from cnnlab.visualize.gradcam import plot_gradcam
 
-    predictor = Predictor.load(target)
+    predictor = KerasPredictor.load(target)
     array = _prepared(predictor.model, image)
     return plot_gradcam(predictor.model, array, predictor.class_names), ""
 

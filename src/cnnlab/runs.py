@@ -1,0 +1,374 @@
+"""The run folder, the unit of work: one class owns its files.
+
+    runs/<name>/
+      config.toml   exactly what ran (all defaults resolved, the seed drawn), enough to re-run it
+      run.json      `RunState`: status, class names, input shape, best epoch, timings
+      summary.txt   model.summary()
+      model.keras   the best model, written atomically
+      history.csv   one row per epoch
+      metrics.json  test metrics, once evaluated
+      backup/       Keras BackupAndRestore state while training runs; removed at the end
+      model.onnx    (and other exports) with a sidecar `<file>.json`, once exported
+
+Training writes through a `Run`; every later stage (evaluate, predict, visualize, serve, export,
+bench) only reads through it. `Run.open` takes what a user points at: a run folder, a `.keras`
+file or an exported `.onnx` file (the folder is then the file's parent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab._io import atomic_write_text
+from cnnlab.errors import RunError
+
+if TYPE_CHECKING:
+    import keras
+
+    from cnnlab.config import Config
+    from cnnlab.data import Splits
+
+__all__ = [
+    "BACKUP_DIR",
+    "CONFIG_FILE",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "ONNX_FILE",
+    "STATE_FILE",
+    "SUMMARY_FILE",
+    "History",
+    "Run",
+    "RunState",
+    "load_model",
+    "model_or_architecture",
+    "read_sidecar",
+    "sidecar_path",
+]
+
+CONFIG_FILE = "config.toml"
+STATE_FILE = "run.json"
+MODEL_FILE = "model.keras"
+SUMMARY_FILE = "summary.txt"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+BACKUP_DIR = "backup"
+ONNX_FILE = "model.onnx"
+
+History = list[dict[str, float]]
+"""history.csv as rows of floats, one per epoch, `epoch` 0-based as Keras counts."""
+
+
+@dataclass
+class RunState:
+    """run.json: what a run is (status, data, classes) and how training went.
+
+    `status` is "new" before training starts, then "running" until the final save, then
+    "finished". Keys this version does not know are kept in `extra` and written back.
+    """
+
+    status: str = "new"
+    cnnlab_version: str = ""
+    keras_version: str = ""
+    dataset: str = ""
+    class_names: list[str] = field(default_factory=list)
+    input_shape: list[int | None] = field(default_factory=list)
+    train_images: int = 0
+    validation_images: int = 0
+    train_seconds: float = 0.0
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object run.json holds; fields not known yet (None, {}) are left out."""
+        data: dict[str, Any] = {}
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "extra" or value is None:
+                continue
+            if spec.name == "best_metrics" and self.epochs_run is None:
+                continue
+            data[spec.name] = value
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        known = {spec.name for spec in dataclasses.fields(cls)} - {"extra"}
+        state = cls(**{key: value for key, value in data.items() if key in known})
+        state.extra = {key: value for key, value in data.items() if key not in known}
+        return state
+
+
+class Run:
+    """A run folder: where each file lives, and how each is read and written.
+
+    `Run(path)` is a folder that may not exist yet (training creates it); `Run.open(path)` is
+    what a reader points at, a folder or a model file inside one.
+    """
+
+    def __init__(self, directory: str | Path, model_file: str | Path | None = None) -> None:
+        self.dir = Path(directory)
+        self.model_file = Path(model_file) if model_file is not None else self.dir / MODEL_FILE
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """The run meant by `path`: a run folder, or a `.keras` / `.onnx` file (its folder is
+        the run; class names come from the run.json or the export's sidecar beside it)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls(path)
+        return cls(path.parent, path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r})"
+
+    # --- Where each file lives ------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / CONFIG_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / STATE_FILE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.dir / SUMMARY_FILE
+
+    @property
+    def history_file(self) -> Path:
+        return self.dir / HISTORY_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.dir / METRICS_FILE
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.dir / BACKUP_DIR
+
+    @property
+    def onnx_file(self) -> Path:
+        """The exported ONNX model: the file opened, if it is one, else `model.onnx`."""
+        return self.model_file if self.is_onnx else self.dir / ONNX_FILE
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.model_file.suffix.lower() == ".onnx"
+
+    # --- config.toml ------------------------------------------------------------------------
+
+    def config(self) -> Config:
+        """The configuration the run was trained with."""
+        from cnnlab.config import load_config
+
+        if not self.config_file.is_file():
+            raise RunError(
+                f"{self.dir}: not a run folder (no {CONFIG_FILE}); train one with `cnnlab train`"
+            )
+        return load_config(self.config_file)
+
+    def write_config(self, config: Config) -> None:
+        atomic_write_text(self.config_file, config.to_toml())
+
+    def monitor(self, default: str = "val_accuracy") -> str:
+        """The metric that chose the best epoch, as config.toml says (`default` without one)."""
+        from cnnlab.errors import CnnlabError
+
+        try:
+            return self.config().train.monitor
+        except CnnlabError:
+            return default
+
+    def write_summary(self, text: str) -> None:
+        atomic_write_text(self.summary_file, text)
+
+    # --- run.json ---------------------------------------------------------------------------
+
+    def state(self) -> RunState:
+        """The run's state; a fresh `RunState` (status "new") where there is no run.json yet."""
+        path = self.state_file
+        if not path.is_file():
+            return RunState()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunError(
+                f"{path}: unreadable run state ({exc}); add --overwrite to start over"
+            ) from None
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: unreadable run state; add --overwrite to start over")
+        try:
+            return RunState.from_dict(data)
+        except TypeError:
+            raise RunError(f"{path}: unreadable run state; add --overwrite to start over") from None
+
+    def write_state(self, state: RunState) -> None:
+        atomic_write_text(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
+
+    def class_names(self) -> list[str] | None:
+        """The class names recorded beside the model: run.json, else an export's sidecar."""
+        names: Any = None
+        with contextlib.suppress(RunError):
+            names = self.state().class_names or None
+        if names is None and self.is_onnx:
+            names = read_sidecar(self.model_file).get("class_names")
+        if not isinstance(names, list):
+            return None
+        return [str(name) for name in names]
+
+    # --- history.csv ------------------------------------------------------------------------
+
+    def history(self) -> History:
+        """history.csv as rows of floats, one per epoch (a repeated epoch keeps its last row:
+        a kill between the CSV row and the backup repeats a row rather than losing one)."""
+        path = self.history_file
+        if not path.is_file():
+            return []
+        rows: dict[int, dict[str, float]] = {}
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    values = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
+                except ValueError:
+                    continue  # a line cut short by a kill mid-write
+                if "epoch" in values:
+                    rows[int(values["epoch"])] = values
+        return [rows[e] for e in sorted(rows)]
+
+    def write_history(self, history: History) -> None:
+        """Rewrite history.csv from `history` (one clean row per epoch), atomically."""
+        if not history:
+            return
+        fields = list(history[0])
+        lines = [",".join(fields)]
+        for row in history:
+            lines.append(",".join(_format_number(row.get(f, float("nan")), f) for f in fields))
+        atomic_write_text(self.history_file, "\n".join(lines) + "\n")
+
+    # --- metrics.json -----------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any] | None:
+        """The test metrics `cnnlab evaluate` wrote, or None before (or if unreadable)."""
+        try:
+            metrics = json.loads(self.metrics_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s: ignoring unreadable test metrics (%s)", self.metrics_file, exc
+            )
+            return None
+        return metrics if isinstance(metrics, dict) else None
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_text(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
+
+    # --- The model and the data -------------------------------------------------------------
+
+    def load_model(self) -> keras.Model:
+        """The run's Keras model, with one clear error if it is missing or unusable."""
+        from cnnlab._backend import keras as _keras
+
+        path = self.model_file
+        if not path.is_file():
+            hint = (
+                "check the path"
+                if path != self.dir / MODEL_FILE
+                else ("train it first with `cnnlab train`")
+            )
+            raise RunError(f"{path}: no model found; {hint}")
+        keras = _keras()
+        try:
+            return keras.saving.load_model(path)
+        except Exception as exc:  # Keras raises many types for a damaged archive
+            raise RunError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+
+    def data(self, data_dir: str | None = None) -> Splits:
+        """The run's dataset (its training and test sets, no validation hold-out), as it
+        trained on; `data_dir` overrides where the files are looked for."""
+        from cnnlab.data import load_dataset, prepare
+
+        config = self.config()
+        dataset = load_dataset(
+            config.data.dataset,
+            data_dir or config.data.data_dir or None,
+            download=config.data.download,
+        )
+        return prepare(dataset, validation_split=0.0, seed=0)
+
+    # --- Housekeeping -----------------------------------------------------------------------
+
+    def remove(self) -> None:
+        """Delete the whole run folder (`--overwrite`)."""
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+
+    def remove_backup(self) -> None:
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load the model of a run folder, or a `.keras` file, with a clear error if unusable."""
+    return Run.open(path).load_model()
+
+
+def model_or_architecture(
+    target: str | Path,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> keras.Model:
+    """A trained run's model (a folder or a `.keras` file), else a fresh model built from the
+    architecture named by `target` (a built-in name or a .toml/.json spec)."""
+    path = Path(target)
+    if path.is_dir() or path.suffix == ".keras":
+        return Run.open(path).load_model()
+    from cnnlab.models import build_model
+
+    if input_shape is None or num_classes is None:
+        return build_model(str(target))
+    return build_model(str(target), input_shape, num_classes)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """Where the metadata of an exported file lives: `model.onnx` -> `model.onnx.json`."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The metadata `cnnlab export` wrote beside an exported file, or {} if none is readable."""
+    sidecar = sidecar_path(path)
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _format_number(value: float, field: str) -> str:
+    return str(int(value)) if field == "epoch" else repr(value)

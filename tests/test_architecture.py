@@ -1,0 +1,145 @@
+"""The layout DESIGN.md promises, checked: data flows one way and no module imports in a circle.
+
+Every `import cnnlab...` is counted, the lazy ones inside functions too: a lazy import hides a
+circle from Python's import machinery, not from a reader.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
+
+# Each module's stage; a module may import its own stage or a lower one, never a higher one.
+STAGES: dict[str, int] = {
+    # foundations: no knowledge of runs or training
+    "errors": 0,
+    "_io": 0,
+    "monitoring": 0,
+    "config": 1,
+    "_backend": 1,
+    "preprocess": 1,
+    "data": 1,
+    "kernels": 1,
+    "models": 1,
+    "explain": 1,
+    # the run folder, read and written through one class
+    "runs": 2,
+    "pipeline": 2,
+    "callbacks": 2,
+    # the only writer of a run folder
+    "training": 3,
+    # readers of a run folder: never import training
+    "evaluation": 4,
+    "prediction": 4,
+    "inference": 4,
+    "lite": 4,
+    "export": 4,
+    "visualize": 4,
+    "serve": 4,
+    # measures training itself
+    "bench": 5,
+    # the front doors
+    "cli": 6,
+    "__main__": 6,
+    "__init__": 6,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__") or "__init__"
+
+
+def _imports() -> dict[str, set[str]]:
+    """cnnlab module -> the cnnlab modules it imports (top-level or inside functions)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        name = _module_name(path)
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("cnnlab."):
+                    found.add(node.module.removeprefix("cnnlab."))
+                elif node.module == "cnnlab":
+                    found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(
+                    a.name.removeprefix("cnnlab.")
+                    for a in node.names
+                    if a.name.startswith("cnnlab.")
+                )
+        graph[name] = {m for m in found if m != name}
+    return graph
+
+
+def _stage(module: str) -> int:
+    top = module.split(".")[0]
+    if top not in STAGES:
+        pytest.fail(f"cnnlab.{module} has no stage in tests/test_architecture.py: add it")
+    return STAGES[top]
+
+
+def test_no_module_imports_a_stage_above_it() -> None:
+    upward = [
+        f"cnnlab.{module} (stage {_stage(module)}) imports cnnlab.{target} (stage {_stage(target)})"
+        for module, targets in _imports().items()
+        for target in targets
+        if target not in ("__version__",) and _stage(target) > _stage(module)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_readers_of_a_run_folder_never_import_training() -> None:
+    readers = ("evaluation", "prediction", "inference", "lite", "export", "visualize", "serve")
+    offenders = [
+        module
+        for module, targets in _imports().items()
+        if module.split(".")[0] in readers and "training" in targets
+    ]
+    assert not offenders
+
+
+def test_there_is_no_import_circle() -> None:
+    graph = {m: {t for t in ts if t in _all_modules()} for m, ts in _imports().items()}
+    # a package's __init__ re-exports its own modules; that is not a circle
+    for module, targets in graph.items():
+        graph[module] = {t for t in targets if not (module.startswith(t + ".") or t == module)}
+    visiting: list[str] = []
+    done: set[str] = set()
+    circles: list[str] = []
+
+    def visit(module: str) -> None:
+        if module in done:
+            return
+        if module in visiting:
+            circles.append(" -> ".join([*visiting[visiting.index(module) :], module]))
+            return
+        visiting.append(module)
+        for target in sorted(graph.get(module, ())):
+            visit(target)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert not circles, "\n".join(circles)
+
+
+def _all_modules() -> set[str]:
+    return {_module_name(path) for path in SRC.rglob("*.py")}
+
+
+def test_the_run_folder_file_names_are_spelled_once() -> None:
+    names = ("config.toml", "run.json", "model.keras", "history.csv", "metrics.json", "summary.txt")
+    spelled = {
+        (path.relative_to(SRC).as_posix(), name)
+        for path in SRC.rglob("*.py")
+        if path.name != "runs.py"
+        for name in names
+        if f'"{name}"' in path.read_text(encoding="utf-8")
+    }
+    assert not spelled, f"spell these through cnnlab.runs instead: {sorted(spelled)}"
