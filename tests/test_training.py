@@ -212,3 +212,17 @@ def test_fastest_precision_follows_the_hardware(
         lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k),
     )
     assert _backend.fastest_precision() == expected
+
+
+def test_a_run_without_validation_records_every_epoch(
+    tmp_path: Path, tiny_npz: Path, tiny_arch: Path, tiny_config: Callable[..., Config]
+) -> None:
+    """The seed recipe holds nothing out; Keras' CSVLogger then writes "NA" in its val_
+    columns, and those rows must still count (they once read as half-written lines)."""
+    config = tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=2, recipe="seed")
+    config = config.replace(data={"validation_split": 0.0})
+    result = train(config)
+    assert result.state.epochs_run == 2
+    assert [int(row["epoch"]) for row in result.history] == [0, 1]
+    assert not any(key.startswith("val_") for key in result.history[0])
+    assert result.state.best_epoch == 2  # the seed recipe keeps the last epoch's model

@@ -62,6 +62,8 @@ METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
 ONNX_FILE = "model.onnx"
 
+_MISSING = (None, "", "NA")
+
 History = list[dict[str, float]]
 """history.csv as rows of floats, one per epoch, `epoch` 0-based as Keras counts."""
 
@@ -251,7 +253,8 @@ class Run:
         with path.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 try:
-                    values = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
+                    # Keras' CSVLogger writes "NA" in val_ columns when there is no validation.
+                    values = {k: float(v) for k, v in row.items() if k and v not in _MISSING}
                 except ValueError:
                     continue  # a line cut short by a kill mid-write
                 if "epoch" in values:
