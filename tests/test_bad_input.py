@@ -130,7 +130,7 @@ def test_idx_reader_loads_or_says_why(tmp_path: Path, data: bytes) -> None:
 def test_idx_huge_declared_dimension_is_refused_before_allocation(tmp_path: Path) -> None:
     path = tmp_path / "huge.idx"
     path.write_bytes(struct.pack(">HBB3I", 0, 0x0E, 3, 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"x")
-    with _bounded(limit_bytes=2**20), pytest.raises(DataError, match="over the .*-byte limit"):
+    with _bounded(limit_bytes=2**20), pytest.raises(DataError, match=r"over the .*-byte limit"):
         read_idx(path)
 
 

@@ -20,7 +20,7 @@ _EXPORTS = {
     "load_architecture": "cnnlab.models",
     "build_model": "cnnlab.models",
     "train": "cnnlab.training",
-    "load_model": "cnnlab.training",
+    "load_model": "cnnlab.modelfile",
     "evaluate": "cnnlab.evaluation",
     "predict": "cnnlab.inference",
     "to_model_input": "cnnlab.preprocess",
@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     from cnnlab.errors import CnnlabError
     from cnnlab.evaluation import evaluate
     from cnnlab.inference import predict
+    from cnnlab.modelfile import load_model
     from cnnlab.models import build_model, load_architecture
     from cnnlab.preprocess import to_model_input
-    from cnnlab.training import load_model, train
+    from cnnlab.training import train
 
 
 def __getattr__(name: str) -> Any:

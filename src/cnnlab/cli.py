@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="work out every layer's output shape and parameters in words",
     )
+    _add_unsafe(summary)
     summary.set_defaults(handler=_summary)
 
     train = commands.add_parser("train", help="train a model and write runs/<name>/")
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also report test-time augmentation (mean with the flipped image)",
     )
+    _add_unsafe(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes for any image files")
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convolutional models such as --preset fcn; 28x28 up to 1024 pixels on an edge)",
     )
     _add_onnx(predict)
+    _add_unsafe(predict)
     predict.set_defaults(handler=_predict)
     visualize = commands.add_parser(
         "visualize",
@@ -277,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="filters: the random, classic and whitening starting kernels",
     )
     _add_data_dir(visualize)
+    _add_unsafe(visualize)
     visualize.set_defaults(handler=_visualize)
 
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
@@ -294,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    _add_unsafe(serve)
     serve.set_defaults(handler=_serve)
 
     export = commands.add_parser(
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx (default), saved_model or litert (tflite); repeat or comma-separate",
     )
     export.add_argument("-o", "--out-dir", type=Path, help="folder to write to (default: the run)")
+    _add_unsafe(export)
     export.set_defaults(handler=_export)
 
     bench = commands.add_parser(
@@ -340,6 +346,15 @@ def _add_onnx(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_unsafe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load a .keras file that holds Python code (a Lambda layer): loading runs that "
+        "code, so only for a file you trust (refused by default)",
+    )
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -368,9 +383,9 @@ def _summary(args: argparse.Namespace) -> int:
 
     target = Path(args.model)
     if target.is_dir() or target.suffix == ".keras":
-        from cnnlab.training import load_model
+        from cnnlab.modelfile import load_model
 
-        model = load_model(target)
+        model = load_model(target, unsafe=args.unsafe)
     else:
         try:
             shape = tuple(int(v) for v in args.input_shape.split(","))
@@ -416,7 +431,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from cnnlab.evaluation import evaluate, format_report
 
-    metrics = evaluate(args.run, data_dir=args.data_dir, tta=args.tta)
+    metrics = evaluate(args.run, data_dir=args.data_dir, tta=args.tta, unsafe=args.unsafe)
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
     return 0
 
@@ -426,7 +441,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")
-    predictor = load_predictor(args.run, onnx=args.onnx)
+    predictor = load_predictor(args.run, onnx=args.onnx, unsafe=args.unsafe)
     results = predictor.predict(args.images, top_k=args.top_k, keep_size=args.keep_size)
     failed = [r for r in results if r.error is not None]
     for result in failed:
@@ -454,6 +469,7 @@ def _visualize(args: argparse.Namespace) -> int:
         count=args.count,
         init_sets=args.init_sets,
         data_dir=args.data_dir,
+        unsafe=args.unsafe,
     )
     if rendered.text:
         print(rendered.text)
@@ -476,6 +492,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         top_k=args.top_k,
         onnx=args.onnx,
+        unsafe=args.unsafe,
     )
     return 0
 
@@ -484,7 +501,8 @@ def _export(args: argparse.Namespace) -> int:
     from cnnlab.export import export, parse_formats
 
     formats = parse_formats(args.formats or ["onnx"])  # a bad name fails before the model loads
-    for name, path in export(args.run, formats, out_dir=args.out_dir).items():
+    written = export(args.run, formats, out_dir=args.out_dir, unsafe=args.unsafe)
+    for name, path in written.items():
         print(f"wrote {name}: {path} (+ {path.name}.json)")
     return 0
 

@@ -206,14 +206,17 @@ def load_config(
         file_values = read_toml(path)
     preset_table = preset_values(preset) if preset else {}
     flat = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = recipe_name or flat.pop("train.recipe", None)
-    name = (
-        name
-        or _table(file_values, "train").get("recipe")
-        or _table(preset_table, "train").get("recipe")
-        or "default"
-    )
-    config = _merge(recipe(name), preset_table, source=f"preset {preset}")
+    candidates = [
+        (recipe_name or flat.pop("train.recipe", None), "command line"),
+        (_table(file_values, "train").get("recipe"), str(path)),
+        (_table(preset_table, "train").get("recipe"), f"preset {preset}"),
+    ]
+    name, where = next(((n, w) for n, w in candidates if n), ("default", "default"))
+    try:
+        base = recipe(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    config = _merge(base, preset_table, source=f"preset {preset}")
     config = _merge(config, file_values, source=str(path))
     nested: dict[str, dict[str, Any]] = {}
     for dotted, value in flat.items():
@@ -264,7 +267,10 @@ def _merge(config: Config, values: Mapping[str, Any], *, source: str) -> Config:
                     f"{source}: unknown setting {section}.{key}; known: {', '.join(allowed)}"
                 )
             changes[key] = _coerce(value, getattr(current, key), f"{source}: {section}.{key}")
-        sections[section] = dataclasses.replace(current, **changes)
+        try:
+            sections[section] = dataclasses.replace(current, **changes)
+        except ConfigError as exc:  # a value out of range: say where it came from
+            raise ConfigError(f"{source}: {exc}") from None
     return Config(**sections)
 
 

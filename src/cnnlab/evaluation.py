@@ -20,18 +20,26 @@ METRICS_FILE = "metrics.json"
 
 
 def evaluate(
-    run_dir: str | Path, *, data_dir: str | None = None, batch_size: int = 256, tta: bool = False
+    run_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    batch_size: int = 256,
+    tta: bool = False,
+    unsafe: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a finished run on its dataset's test set and write `metrics.json`.
+
+    `unsafe` loads a model file that holds Python code (see `cnnlab.modelfile.load_model`).
 
     With `tta`, also test-time augmentation: the prediction averaged with that of the
     horizontally flipped image, reported apart (`metrics["tta"]`) from the plain figures.
     """
-    from cnnlab.training import load_model, run_data
+    from cnnlab.modelfile import load_model
+    from cnnlab.training import run_data
 
     run_dir = Path(run_dir)
     splits = run_data(run_dir, data_dir)
-    model = load_model(run_dir)
+    model = load_model(run_dir, unsafe=unsafe)
     probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
     metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
     if tta:

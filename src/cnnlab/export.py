@@ -70,14 +70,19 @@ def parse_formats(values: Iterable[str]) -> list[str]:
 
 
 def export(
-    run: str | Path, formats: Iterable[str] = ("onnx",), *, out_dir: str | Path | None = None
+    run: str | Path,
+    formats: Iterable[str] = ("onnx",),
+    *,
+    out_dir: str | Path | None = None,
+    unsafe: bool = False,
 ) -> dict[str, Path]:
     """Export a run folder's (or .keras file's) model; return {format: written path}.
 
-    Files go into the run folder unless `out_dir` is given. A missing optional dependency
+    Files go into the run folder unless `out_dir` is given; `unsafe` loads a model file that
+    holds Python code (see `cnnlab.modelfile.load_model`). A missing optional dependency
     raises CnnlabError naming the `pip install cnnlab[...]` extra that brings it.
     """
-    from cnnlab.training import load_model
+    from cnnlab.modelfile import load_model
 
     wanted = parse_formats(formats)
     for name in wanted:
@@ -86,7 +91,7 @@ def export(
     run_dir = run if run.is_dir() else run.parent
     target_dir = Path(out_dir) if out_dir is not None else run_dir
     target_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(run)
+    model = load_model(run, unsafe=unsafe)
     exported = float32_model(model)
     if exported is not model:
         log.info("the model computes in %s; exporting a float32 copy", _compute_dtypes(model))

@@ -64,8 +64,10 @@ class Predictor:
         self.channels = int(shape[-1] or 1)
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
+    def load(cls, path: str | Path, *, unsafe: bool = False) -> Predictor:
         """Load a run folder (or a .keras file, with class names from a run.json beside it).
+
+        `unsafe` loads a model file that holds Python code (see `cnnlab.modelfile.load_model`).
 
         An .onnx file gives an `cnnlab.lite.OnnxPredictor`: ONNX Runtime, no TensorFlow.
         """
@@ -74,9 +76,10 @@ class Predictor:
             from cnnlab.lite import OnnxPredictor
 
             return OnnxPredictor.load(path)
-        from cnnlab.training import STATE_FILE, load_model
+        from cnnlab.modelfile import load_model
+        from cnnlab.training import STATE_FILE
 
-        model = load_model(path)
+        model = load_model(path, unsafe=unsafe)
         state_file = (path if path.is_dir() else path.parent) / STATE_FILE
         names = None
         if state_file.is_file():

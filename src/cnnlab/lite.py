@@ -30,11 +30,11 @@ def onnx_path(path: str | Path) -> Path:
     return path / ONNX_FILE if path.is_dir() else path
 
 
-def load_predictor(path: str | Path, *, onnx: bool = False) -> Predictor:
+def load_predictor(path: str | Path, *, onnx: bool = False, unsafe: bool = False) -> Predictor:
     """A Predictor for a run folder or .keras file, or an OnnxPredictor for an .onnx file
     (or for a run folder's model.onnx when `onnx` is true)."""
     # Predictor.load itself hands an .onnx file to OnnxPredictor.
-    return OnnxPredictor.load(onnx_path(path)) if onnx else Predictor.load(path)
+    return OnnxPredictor.load(onnx_path(path)) if onnx else Predictor.load(path, unsafe=unsafe)
 
 
 class OnnxPredictor(Predictor):
@@ -67,8 +67,11 @@ class OnnxPredictor(Predictor):
             raise RunError(f"ONNX model: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxPredictor:
-        """Open an .onnx file; class names from its sidecar `<file>.json` if there is one."""
+    def load(cls, path: str | Path, *, unsafe: bool = False) -> OnnxPredictor:
+        """Open an .onnx file; class names from its sidecar `<file>.json` if there is one.
+
+        `unsafe` changes nothing: an ONNX graph holds no Python code to refuse.
+        """
         try:
             import onnxruntime as ort
         except ImportError:

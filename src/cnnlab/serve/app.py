@@ -200,15 +200,17 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     top_k: int = DEFAULT_TOP_K,
     onnx: bool = False,
+    unsafe: bool = False,
 ) -> FastAPI:
     """The web app for a run folder (or .keras file); raises CnnlabError if it cannot be loaded.
 
     An .onnx file, or `onnx=True` with a run folder (its model.onnx), serves the exported model
-    on ONNX Runtime without TensorFlow; /api/features then answers 501.
+    on ONNX Runtime without TensorFlow; /api/features then answers 501. `unsafe` loads a model
+    file that holds Python code (see `cnnlab.modelfile.load_model`).
     """
     if max_upload_bytes < 1 or top_k < 1:
         raise CnnlabError("max_upload_bytes and top_k must be positive")
-    service = ModelService(run, top_k=top_k, onnx=onnx)
+    service = ModelService(run, top_k=top_k, onnx=onnx, unsafe=unsafe)
     app = FastAPI(
         title="cnnlab",
         version=__version__,
