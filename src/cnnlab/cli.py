@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="datasets: where the files are and whether they check")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    info = data_commands.add_parser("info", help="which dataset files were found, where, checks")
+    info = data_commands.add_parser(
+        "info", help="which dataset files were found, where, checks (exit 2 if any fails)"
+    )
     info.add_argument(
         "--dataset",
         default="fashion_mnist",
@@ -374,8 +376,11 @@ def _data_info(args: argparse.Namespace) -> int:
     from cnnlab.data import describe
 
     rows = describe(args.dataset, args.data_dir, download=not args.no_download)
+    problems = [row.pop("problem") for row in rows]
     print(_table(rows))
-    return 0
+    for problem in filter(None, problems):  # like `sha256sum -c`: list all, then fail
+        _error(problem)
+    return EXIT_USER_ERROR if any(problems) else 0
 
 
 def _summary(args: argparse.Namespace) -> int:
