@@ -288,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
     serve.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
     _add_onnx(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; the page has no "
+        "authentication, so another address gets a warning)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     serve.add_argument(
         "--max-upload-mb",
@@ -297,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body in MiB (default: %(default)s)",
     )
     serve.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a request body may take to arrive before a 408 (default: %(default)s)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -487,8 +499,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CnnlabError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.max_upload_mb <= 0 or args.top_k < 1:
-        raise CnnlabError("--max-upload-mb must be > 0 and --top-k >= 1")
+    if args.max_upload_mb <= 0 or args.top_k < 1 or not args.body_timeout > 0:
+        raise CnnlabError("--max-upload-mb and --body-timeout must be > 0, and --top-k >= 1")
     serve(
         args.run,
         args.host,
@@ -498,6 +510,7 @@ def _serve(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         onnx=args.onnx,
         unsafe=args.unsafe,
+        body_timeout_s=args.body_timeout,
     )
     return 0
 
