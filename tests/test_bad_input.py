@@ -34,10 +34,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from cnnlab._backend import keras as _keras
 from cnnlab.config import Config, load_config
 from cnnlab.data.idx import content_sha256, read_idx, read_idx_header
 from cnnlab.errors import CnnlabError, ConfigError, DataError, ImageError
-from cnnlab.models import Architecture, load_architecture, parse_architecture
+from cnnlab.models import Architecture, build_model, load_architecture, parse_architecture
 from cnnlab.preprocess import load_image, prepare_image, prepare_whole_image
 
 EXAMPLES = int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", "100"))
@@ -329,6 +330,52 @@ def test_architecture_dicts_parse_or_say_why(spec: Any) -> None:
         _check_refusal(exc, ConfigError, "fuzz")
 
 
+_SMALL = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 8),
+    st.floats(-1, 2),
+    st.lists(st.integers(-1, 5), max_size=3),
+    st.sampled_from(["same", "valid", "relu", "softmax", "num_classes", "x", ""]),
+)
+_BUILD_LAYER = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(
+            [
+                *["Conv2D", "Dense", "MaxPool2D", "Flatten", "Dropout", "BatchNormalization"],
+                *["Reshape", "Add", "Concatenate", "GlobalAveragePooling2D", "Activation"],
+            ]
+        )
+    },
+    optional={
+        key: _SMALL
+        for key in [
+            *["filters", "kernel_size", "units", "padding", "activation", "strides"],
+            *["pool_size", "rate", "target_shape", "axis"],
+        ]
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def keras_loaded() -> None:
+    """Import Keras before any timed, traced example: the import alone takes seconds."""
+    _keras()
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))  # each build costs tens of ms in Keras
+@given(layers=st.lists(_BUILD_LAYER, min_size=1, max_size=4))
+def test_architectures_build_or_say_why(keras_loaded: None, layers: list[dict[str, Any]]) -> None:
+    """Small option values only: a valid file may ask for a model of any size, on purpose."""
+    try:
+        with _bounded(limit_bytes=2**30):
+            model = build_model(parse_architecture({"layers": layers}, source="fuzz"))
+    except ConfigError as exc:
+        _check_refusal(exc, ConfigError, "fuzz")
+        return
+    assert model.count_params() >= 0
+
+
 # --- Config files -------------------------------------------------------------------------------
 
 _TOML_LEAVES = st.one_of(
@@ -442,3 +489,16 @@ def test_architecture_regressions(tmp_path: Path, name: str, content: bytes, mat
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=match):
         load_architecture(path)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": 5},  # AttributeError
+        {"type": "Dense", "units": 10**12},  # the backend's out-of-memory error
+    ],
+)
+def test_build_regressions(keras_loaded: None, layer: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"^fuzz: ") as caught:
+        build_model(parse_architecture({"layers": [{"type": "Flatten"}, layer]}, source="fuzz"))
+    _check_refusal(caught.value, ConfigError, "fuzz")

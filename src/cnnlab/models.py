@@ -213,7 +213,9 @@ def build_model(
         )
         if spec.name:
             outputs[spec.name] = current
-    return keras.Model(inputs, current, name=architecture.name)
+    return _call_checked(
+        lambda: keras.Model(inputs, current, name=architecture.name), architecture.source
+    )
 
 
 def _make_layer(
@@ -234,12 +236,20 @@ def _make_layer(
 
 
 def _call_checked(make: Any, where: str) -> Any:
-    """Run a Keras constructor or call; turn its complaint about our values into a ConfigError."""
+    """Run a Keras constructor or call; turn its complaint about our values into a ConfigError.
+
+    The values come from the user's file and go straight into Keras, whose failure types are
+    not documented: a wrong type can raise AttributeError (`padding = 5`), a huge layer the
+    backend's out-of-memory error. Any Exception here is the file's, so all become one line.
+    """
     try:
         return make()
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise ConfigError(f"{where}: {message}") from None
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"{where}: {type(exc).__name__}: {message}") from None
 
 
 def _substitute(value: Any, num_classes: int) -> Any:
