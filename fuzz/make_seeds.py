@@ -25,8 +25,15 @@ def main() -> None:
         for compress in (False, True):
             array = rng.integers(0, 100, size=(2, 3, 4)).astype(dtype)
             write_idx(CORPUS / "idx" / f"seed{i}{'.gz' if compress else ''}", array, compress)
-    for fmt, mode in [("PNG", "L"), ("PNG", "RGBA"), ("JPEG", "RGB"), ("GIF", "P"),
-                      ("BMP", "RGB"), ("WEBP", "RGB"), ("TIFF", "I;16")]:
+    for fmt, mode in [
+        ("PNG", "L"),
+        ("PNG", "RGBA"),
+        ("JPEG", "RGB"),
+        ("GIF", "P"),
+        ("BMP", "RGB"),
+        ("WEBP", "RGB"),
+        ("TIFF", "I;16"),
+    ]:
         pixels = rng.integers(0, 255, size=(12, 10, 3), dtype=np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(pixels, "RGB").convert(mode).save(buffer, format=fmt)

@@ -21,7 +21,7 @@ import signal
 import struct
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,18 @@ def _bounded(limit_bytes: int = PEAK_BYTES) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _load_or_refuse(
+    load: Callable[[], Any], kind: type[CnnlabError], name: str, limit_bytes: int = PEAK_BYTES
+) -> Any | None:
+    """The result of `load()` within the bounds, or None after checking its refusal."""
+    try:
+        with _bounded(limit_bytes):
+            return load()
+    except kind as exc:
+        _check_refusal(exc, kind, name)
+        return None
+
+
 def _check_refusal(exc: CnnlabError, kind: type[CnnlabError], name: str) -> None:
     """A refusal is cnnlab's own error of the right kind, one line, naming the input."""
     assert isinstance(exc, kind), repr(exc)
@@ -116,13 +128,8 @@ def test_idx_reader_loads_or_says_why(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "fuzz-idx3-ubyte"
     path.write_bytes(data)
     for read in (read_idx, read_idx_header, content_sha256):
-        try:
-            with _bounded():
-                result = read(path)
-        except DataError as exc:
-            _check_refusal(exc, DataError, str(path))
-            continue
-        if read is read_idx:
+        result = _load_or_refuse(lambda read=read: read(path), DataError, str(path))
+        if result is not None and read is read_idx:
             assert isinstance(result, np.ndarray) and result.size > 0
             assert result.shape == read_idx_header(path).shape
             assert result.dtype.isnative
@@ -211,13 +218,14 @@ def test_image_bytes_load_or_say_why(tmp_path: Path, data: bytes) -> None:
     for source in (data, path):
         name = "<bytes>" if source is data else str(path)
         for prepare in (prepare_image, prepare_whole_image):
-            try:
-                with _bounded(limit_bytes=256 * 2**20):  # Pillow's own buffers are not traced
-                    prepared = prepare(source)
-            except ImageError as exc:
-                _check_refusal(exc, ImageError, name)
-                continue
-            _check_prepared(prepared.array, (28, 28, 1) if prepare is prepare_image else None)
+            prepared = _load_or_refuse(
+                lambda prepare=prepare, source=source: prepare(source),
+                ImageError,
+                name,
+                limit_bytes=256 * 2**20,  # Pillow's own buffers are not traced
+            )
+            if prepared is not None:
+                _check_prepared(prepared.array, (28, 28, 1) if prepare is prepare_image else None)
 
 
 _ARRAY_DTYPES = st.sampled_from(
@@ -235,13 +243,9 @@ _ARRAY_DTYPES = st.sampled_from(
 )
 def test_image_arrays_load_or_say_why(array: np.ndarray) -> None:
     for prepare in (prepare_image, prepare_whole_image):
-        try:
-            with _bounded():
-                prepared = prepare(array)
-        except ImageError as exc:
-            _check_refusal(exc, ImageError, "<array>")
-            continue
-        _check_prepared(prepared.array, (28, 28, 1) if prepare is prepare_image else None)
+        prepared = _load_or_refuse(lambda prepare=prepare: prepare(array), ImageError, "<array>")
+        if prepared is not None:
+            _check_prepared(prepared.array, (28, 28, 1) if prepare is prepare_image else None)
 
 
 def test_png_declaring_a_huge_size_is_refused_before_decoding() -> None:
@@ -312,13 +316,8 @@ def test_architecture_files_load_or_say_why(
     else:
         text = _toml_or_none(spec) if isinstance(spec, dict) else None
         path.write_text(text if text is not None else repr(spec), encoding="utf-8")
-    try:
-        with _bounded():
-            architecture = load_architecture(path)
-    except ConfigError as exc:
-        _check_refusal(exc, ConfigError, str(path))
-        return
-    assert isinstance(architecture, Architecture) and architecture.layers
+    architecture = _load_or_refuse(lambda: load_architecture(path), ConfigError, str(path))
+    assert architecture is None or (isinstance(architecture, Architecture) and architecture.layers)
 
 
 @FUZZ
@@ -367,13 +366,13 @@ def keras_loaded() -> None:
 @given(layers=st.lists(_BUILD_LAYER, min_size=1, max_size=4))
 def test_architectures_build_or_say_why(keras_loaded: None, layers: list[dict[str, Any]]) -> None:
     """Small option values only: a valid file may ask for a model of any size, on purpose."""
-    try:
-        with _bounded(limit_bytes=2**30):
-            model = build_model(parse_architecture({"layers": layers}, source="fuzz"))
-    except ConfigError as exc:
-        _check_refusal(exc, ConfigError, "fuzz")
-        return
-    assert model.count_params() >= 0
+    model = _load_or_refuse(
+        lambda: build_model(parse_architecture({"layers": layers}, source="fuzz")),
+        ConfigError,
+        "fuzz",
+        limit_bytes=2**30,
+    )
+    assert model is None or model.count_params() >= 0
 
 
 # --- Config files -------------------------------------------------------------------------------
@@ -432,11 +431,8 @@ def test_config_files_load_or_say_why(
         if text is None:
             return
         path.write_text(text, encoding="utf-8")
-    try:
-        with _bounded():
-            config = load_config(path)
-    except ConfigError as exc:
-        _check_refusal(exc, ConfigError, str(path))
+    config = _load_or_refuse(lambda: load_config(path), ConfigError, str(path))
+    if config is None:
         return
     assert isinstance(config, Config)
     assert load_config(overrides=_flat(config.to_dict())) == config  # what loads, re-loads
