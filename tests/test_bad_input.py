@@ -461,12 +461,8 @@ def test_config_regressions(tmp_path: Path, text: str, match: str) -> None:
 
 
 def test_config_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "run.toml"
-    path.write_text("[train]\n", encoding="utf-8")
-    path.chmod(0)
-    if os.access(path, os.R_OK):  # running as root
-        pytest.skip("root reads any file")
-    with pytest.raises(ConfigError, match="cannot read"):
+    path = tmp_path / ("x" * 300 + ".toml")  # OSError "File name too long", even as root
+    with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(path)
 
 
