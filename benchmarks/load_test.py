@@ -6,8 +6,12 @@
 
 Given a RUN, the server is started in a separate process (so that the client does not share a
 GIL with it) on a free port, and stopped at the end. One warm-up request is not counted. Prints
-requests, concurrency, throughput, p50/p90/p99/max latency and errors (non-200 answers or failed
-connections).
+requests, concurrency, throughput, p50/p90/p99/max latency, errors (non-200 answers or failed
+connections), how many answers were 5xx, and the server's resident memory (RSS, from /proc)
+after the warm-up and after the load (only for a server started here, on Linux). Exits 1 on any
+error.
+
+    python benchmarks/load_test.py RUN -n 20000 -c 8          # the long version (README figures)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -54,12 +59,15 @@ class Result:
     p99_ms: float
     max_ms: float
     errors: int
+    server_5xx: int
+    rss_before_mib: float | None
+    rss_after_mib: float | None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with server(args.run, args.url) as url:
-        result = load(url, args.route, args.body, args.requests, args.concurrency)
+    with server(args.run, args.url) as (url, pid):
+        result = load(url, args.route, args.body, args.requests, args.concurrency, pid)
     if args.json:
         print(json.dumps(asdict(result)))
     else:
@@ -96,17 +104,18 @@ def positive(text: str) -> int:
 
 
 @contextlib.contextmanager
-def server(run: str | None, url: str | None) -> Iterator[str]:
-    """The URL to test: `url` as given, or a server for `run` started here and stopped after."""
+def server(run: str | None, url: str | None) -> Iterator[tuple[str, int | None]]:
+    """The URL to test and the server's process id: `url` as given (no id), or a server for
+    `run` started here and stopped after."""
     if url:
-        yield url.rstrip("/")
+        yield url.rstrip("/"), None
         return
     port = free_port()
     process = subprocess.Popen([sys.executable, "-c", SERVE, str(run), str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -136,30 +145,50 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
 # --- The load ------------------------------------------------------------------------------
 
 
-def load(url: str, route: str, body: str, requests: int, concurrency: int) -> Result:
+def rss_mib(pid: int | None) -> float | None:
+    """Resident memory of process `pid` in MiB, from /proc (None elsewhere or without a pid)."""
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def load(
+    url: str, route: str, body: str, requests: int, concurrency: int, pid: int | None = None
+) -> Result:
     """Send `requests` requests from `concurrency` threads; time each one."""
     bodies = make_bodies(body)
     path = ROUTES[route]
     latencies: list[float] = []
     errors = 0
+    server_5xx = 0
     lock = threading.Lock()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
         send(client, path, bodies[0])  # warm-up: not counted
+        rss_before = rss_mib(pid)
 
         def one(index: int) -> None:
-            nonlocal errors
+            nonlocal errors, server_5xx
             started = time.perf_counter()
-            ok = send(client, path, bodies[index % len(bodies)])
+            status = send(client, path, bodies[index % len(bodies)])
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
-                errors += not ok
+                errors += status != 200
+                server_5xx += status is not None and status >= 500
 
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(one, range(requests)))
         seconds = time.perf_counter() - started
+        rss_after = rss_mib(pid)
     ms = np.array(latencies) * 1000
     return Result(
         route=path,
@@ -173,18 +202,22 @@ def load(url: str, route: str, body: str, requests: int, concurrency: int) -> Re
         p99_ms=round(float(np.percentile(ms, 99)), 1),
         max_ms=round(float(ms.max()), 1),
         errors=errors,
+        server_5xx=server_5xx,
+        rss_before_mib=rss_before,
+        rss_after_mib=rss_after,
     )
 
 
-def send(client: httpx.Client, path: str, body: bytes | list[list[float]]) -> bool:
+def send(client: httpx.Client, path: str, body: bytes | list[list[float]]) -> int | None:
+    """The answer's status code, or None when no answer came."""
     try:
         if isinstance(body, bytes):
             response = client.post(path, files={"file": ("drawing.png", body, "image/png")})
         else:
             response = client.post(path, json=body)
     except httpx.HTTPError:
-        return False
-    return response.status_code == 200
+        return None
+    return response.status_code
 
 
 def make_bodies(kind: str) -> list[bytes] | list[list[list[float]]]:
@@ -220,10 +253,17 @@ def print_table(result: Result) -> None:
         ("latency p99", f"{result.p99_ms:.1f} ms"),
         ("latency max", f"{result.max_ms:.1f} ms"),
         ("errors", f"{result.errors}"),
+        ("5xx answers", f"{result.server_5xx}"),
+        ("server RSS before", _mib(result.rss_before_mib)),
+        ("server RSS after", _mib(result.rss_after_mib)),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def _mib(value: float | None) -> str:
+    return "n/a (server not started here)" if value is None else f"{value:.1f} MiB"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from synthetic import make_images
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.config import load_config
-from cnnlab.data import write_idx
+from cnnlab.data import sources, write_idx
 from cnnlab.runs import Run
 
 
@@ -69,10 +70,13 @@ def test_data_info_reports_files(capsys: pytest.CaptureFixture[str], tmp_path: P
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(12, dtype="u1") % 10)
     write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 255, (5, 28, 28), "u1"))
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(5, dtype="u1"))
-    code, out, _ = run(capsys, "data", "info", "--data-dir", str(tmp_path), "--no-download")
-    assert code == 0
+    code, out, err = run(capsys, "data", "info", "--data-dir", str(tmp_path), "--no-download")
     assert "--data-dir" in out and "mismatch" in out  # not the real files: digests differ
     assert "12" in out and "5" in out
+    # Like `sha256sum -c`: every file listed, and a mismatch fails the command.
+    assert code == 2
+    assert out.count("mismatch") == 4 and err.count("cnnlab: error:") == 4
+    assert "does not match the recorded" in err
 
 
 def test_data_info_corrupt_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -80,9 +84,29 @@ def test_data_info_corrupt_file(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         (tmp_path / name).write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09abc")  # truncated
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         write_idx(tmp_path / name, np.zeros(3, dtype="u1"))
-    code, _, err = run(capsys, "data", "info", "--data-dir", str(tmp_path), "--no-download")
+    code, out, err = run(capsys, "data", "info", "--data-dir", str(tmp_path), "--no-download")
     assert code == 2
-    assert_one_line_error(err, "train-", "truncated")
+    errors = [line for line in err.splitlines() if line.startswith("cnnlab: error:")]
+    assert len(errors) == 4 and sum("truncated" in line for line in errors) == 2, err
+    assert "Traceback" not in err
+    assert out.count("FAILED") == 2 and "test_images" in out  # the others are still listed
+
+
+def test_data_info_lists_every_file_when_one_is_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = sources.DATASETS["fashion_mnist"]
+    monkeypatch.setitem(sources.DATASETS, "fashion_mnist", replace(spec, system_dirs=()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2), dtype="u1"))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(3, dtype="u1"))
+    code, out, err = run(capsys, "data", "info", "--data-dir", str(tmp_path), "--no-download")
+    assert code == 2
+    for role in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert role in out
+    assert out.count("FAILED") == 2
+    assert err.count("cnnlab: error:") == 4  # two missing, two mismatching (not the real files)
+    assert "t10k-images-idx3-ubyte" in err and "not found" in err
 
 
 def test_train_evaluate_predict(

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="datasets: where the files are and whether they check")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    info = data_commands.add_parser("info", help="which dataset files were found, where, checks")
+    info = data_commands.add_parser(
+        "info", help="which dataset files were found, where, checks (exit 2 if any fails)"
+    )
     info.add_argument(
         "--dataset",
         default="fashion_mnist",
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="work out every layer's output shape and parameters in words",
     )
+    _add_unsafe(summary)
     summary.set_defaults(handler=_summary)
 
     train = commands.add_parser("train", help="train a model and write runs/<name>/")
@@ -241,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also report test-time augmentation (mean with the flipped image)",
     )
+    _add_unsafe(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes for any image files")
@@ -255,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convolutional models such as --preset fcn; 28x28 up to 1024 pixels on an edge)",
     )
     _add_onnx(predict)
+    _add_unsafe(predict)
     predict.set_defaults(handler=_predict)
     visualize = commands.add_parser(
         "visualize",
@@ -277,12 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="filters: the random, classic and whitening starting kernels",
     )
     _add_data_dir(visualize)
+    _add_unsafe(visualize)
     visualize.set_defaults(handler=_visualize)
 
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
     serve.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
     _add_onnx(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; the page has no "
+        "authentication, so another address gets a warning)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     serve.add_argument(
         "--max-upload-mb",
@@ -292,8 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
     serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a request body may take to arrive before a 408 (default: %(default)s)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    _add_unsafe(serve)
     serve.set_defaults(handler=_serve)
 
     export = commands.add_parser(
@@ -309,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx (default), saved_model or litert (tflite); repeat or comma-separate",
     )
     export.add_argument("-o", "--out-dir", type=Path, help="folder to write to (default: the run)")
+    _add_unsafe(export)
     export.set_defaults(handler=_export)
 
     bench = commands.add_parser(
@@ -340,6 +360,15 @@ def _add_onnx(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_unsafe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load a .keras file that holds Python code (a Lambda layer): loading runs that "
+        "code, so only for a file you trust (refused by default)",
+    )
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -359,8 +388,11 @@ def _data_info(args: argparse.Namespace) -> int:
     from cnnlab.data import describe
 
     rows = describe(args.dataset, args.data_dir, download=not args.no_download)
+    problems = [row.pop("problem") for row in rows]
     print(_table(rows))
-    return 0
+    for problem in filter(None, problems):  # like `sha256sum -c`: list all, then fail
+        _error(problem)
+    return EXIT_USER_ERROR if any(problems) else 0
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -373,7 +405,7 @@ def _summary(args: argparse.Namespace) -> int:
         raise CnnlabError(
             f"--input-shape must look like 28,28,1, got {args.input_shape!r}"
         ) from None
-    model = model_or_architecture(args.model, shape, args.num_classes)
+    model = model_or_architecture(args.model, shape, args.num_classes, unsafe=args.unsafe)
     print(summary_text(model), end="")
     if args.explain:
         from cnnlab.explain import format_explanation
@@ -410,7 +442,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from cnnlab.evaluation import evaluate, format_report
 
-    metrics = evaluate(args.run, data_dir=args.data_dir, tta=args.tta)
+    metrics = evaluate(args.run, data_dir=args.data_dir, tta=args.tta, unsafe=args.unsafe)
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
     return 0
 
@@ -420,7 +452,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")
-    predictor = load_predictor(args.run, onnx=args.onnx)
+    predictor = load_predictor(args.run, onnx=args.onnx, unsafe=args.unsafe)
     results = predictor.predict(args.images, top_k=args.top_k, keep_size=args.keep_size)
     failed = [r for r in results if r.error is not None]
     for result in failed:
@@ -448,6 +480,7 @@ def _visualize(args: argparse.Namespace) -> int:
         count=args.count,
         init_sets=args.init_sets,
         data_dir=args.data_dir,
+        unsafe=args.unsafe,
     )
     if rendered.text:
         print(rendered.text)
@@ -460,8 +493,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CnnlabError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.max_upload_mb <= 0 or args.top_k < 1:
-        raise CnnlabError("--max-upload-mb must be > 0 and --top-k >= 1")
+    if args.max_upload_mb <= 0 or args.top_k < 1 or not args.body_timeout > 0:
+        raise CnnlabError("--max-upload-mb and --body-timeout must be > 0, and --top-k >= 1")
     serve(
         args.run,
         args.host,
@@ -470,6 +503,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         top_k=args.top_k,
         onnx=args.onnx,
+        unsafe=args.unsafe,
+        body_timeout_s=args.body_timeout,
     )
     return 0
 
@@ -478,7 +513,8 @@ def _export(args: argparse.Namespace) -> int:
     from cnnlab.export import export, parse_formats
 
     formats = parse_formats(args.formats or ["onnx"])  # a bad name fails before the model loads
-    for name, path in export(args.run, formats, out_dir=args.out_dir).items():
+    written = export(args.run, formats, out_dir=args.out_dir, unsafe=args.unsafe)
+    for name, path in written.items():
         print(f"wrote {name}: {path} (+ {path.name}.json)")
     return 0
 

@@ -23,6 +23,7 @@ RECIPES = ("default", "seed")
 INIT_FILTERS = ("random", "classic", "whitening")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 LR_SCHEDULES = ("exponential", "cosine")
+_MAX_INT = 2**63  # integer settings fit a signed 64-bit integer (TOML's own range)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class TrainConfig:
         _check(self.reduce_lr_patience >= 0, "train.reduce_lr_patience must be >= 0 (0: off)")
         _check(0 < self.reduce_lr_factor < 1, "train.reduce_lr_factor must be in (0, 1)")
         _check(0.0 <= self.target_accuracy <= 1.0, "train.target_accuracy must be in [0, 1]")
-        _check(self.seed >= -1, "train.seed must be >= 0 (or -1 to draw one)")
+        _check(-1 <= self.seed < 2**32, "train.seed must be in 0..4294967295 (or -1 to draw one)")
         _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
         _check(
             self.precision in PRECISIONS,
@@ -205,14 +206,17 @@ def load_config(
         file_values = read_toml(path)
     preset_table = preset_values(preset) if preset else {}
     flat = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = recipe_name or flat.pop("train.recipe", None)
-    name = (
-        name
-        or file_values.get("train", {}).get("recipe")
-        or preset_table.get("train", {}).get("recipe")
-        or "default"
-    )
-    config = _merge(recipe(name), preset_table, source=f"preset {preset}")
+    candidates = [
+        (recipe_name or flat.pop("train.recipe", None), "command line"),
+        (_table(file_values, "train").get("recipe"), str(path)),
+        (_table(preset_table, "train").get("recipe"), f"preset {preset}"),
+    ]
+    name, where = next(((n, w) for n, w in candidates if n), ("default", "default"))
+    try:
+        base = recipe(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    config = _merge(base, preset_table, source=f"preset {preset}")
     config = _merge(config, file_values, source=str(path))
     nested: dict[str, dict[str, Any]] = {}
     for dotted, value in flat.items():
@@ -231,8 +235,18 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a .toml file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer too long
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    except OSError as exc:  # permission denied, a device, a name too long...
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+
+
+def _table(values: Mapping[str, Any], section: str) -> Mapping[str, Any]:
+    """values[section] when it is a table, else empty (`_merge` then says what is wrong)."""
+    table = values.get(section, {})
+    return table if isinstance(table, Mapping) else {}
 
 
 def _merge(config: Config, values: Mapping[str, Any], *, source: str) -> Config:
@@ -253,13 +267,18 @@ def _merge(config: Config, values: Mapping[str, Any], *, source: str) -> Config:
                     f"{source}: unknown setting {section}.{key}; known: {', '.join(allowed)}"
                 )
             changes[key] = _coerce(value, getattr(current, key), f"{source}: {section}.{key}")
-        sections[section] = dataclasses.replace(current, **changes)
+        try:
+            sections[section] = dataclasses.replace(current, **changes)
+        except ConfigError as exc:  # a value out of range: say where it came from
+            raise ConfigError(f"{source}: {exc}") from None
     return Config(**sections)
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
     """Check a value against the type of the field's default (int accepted for a float)."""
     expected = type(default)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MAX_INT:
+        raise ConfigError(f"{where} is too large ({value.bit_length()}-bit integer)")
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is bool or isinstance(value, bool):
@@ -267,7 +286,13 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             return value
     elif isinstance(value, expected):
         return value
-    raise ConfigError(f"{where} must be {expected.__name__}, got {value!r}")
+    raise ConfigError(f"{where} must be {expected.__name__}, got {_short(value)}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value as the message shows it: its repr, cut to `limit` characters."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "a huge int"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check(condition: bool, message: str) -> None:

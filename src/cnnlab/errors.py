@@ -21,3 +21,7 @@ class ConfigError(CnnlabError):
 
 class RunError(CnnlabError):
     """A run folder or model file is missing or unusable."""
+
+
+class UnsafeModelError(RunError):
+    """A model file holds code that loading it would run; refused unless the user trusts it."""

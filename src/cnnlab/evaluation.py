@@ -17,16 +17,23 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(
-    run_dir: str | Path, *, data_dir: str | None = None, batch_size: int = 256, tta: bool = False
+    run_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    batch_size: int = 256,
+    tta: bool = False,
+    unsafe: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a finished run on its dataset's test set and write `metrics.json`.
+
+    `unsafe` loads a model file that holds Python code (see `cnnlab.runs.Run.load_model`).
 
     With `tta`, also test-time augmentation: the prediction averaged with that of the
     horizontally flipped image, reported apart (`metrics["tta"]`) from the plain figures.
     """
     run = Run(run_dir)
     splits = run.data(data_dir)
-    model = run.load_model()
+    model = run.load_model(unsafe=unsafe)
     probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
     metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
     if tta:

@@ -71,11 +71,16 @@ def parse_formats(values: Iterable[str]) -> list[str]:
 
 
 def export(
-    run: str | Path, formats: Iterable[str] = ("onnx",), *, out_dir: str | Path | None = None
+    run: str | Path,
+    formats: Iterable[str] = ("onnx",),
+    *,
+    out_dir: str | Path | None = None,
+    unsafe: bool = False,
 ) -> dict[str, Path]:
     """Export a run folder's (or .keras file's) model; return {format: written path}.
 
-    Files go into the run folder unless `out_dir` is given. A missing optional dependency
+    Files go into the run folder unless `out_dir` is given; `unsafe` loads a model file that
+    holds Python code (see `cnnlab.runs.Run.load_model`). A missing optional dependency
     raises CnnlabError naming the `pip install cnnlab[...]` extra that brings it.
     """
     wanted = parse_formats(formats)
@@ -84,7 +89,7 @@ def export(
     opened = Run.open(run)
     target_dir = Path(out_dir) if out_dir is not None else opened.dir
     target_dir.mkdir(parents=True, exist_ok=True)
-    model = opened.load_model()
+    model = opened.load_model(unsafe=unsafe)
     exported = float32_model(model)
     if exported is not model:
         log.info("the model computes in %s; exporting a float32 copy", _compute_dtypes(model))

@@ -35,25 +35,27 @@ class KerasPredictor(Predictor):
         self._describe(tuple(model.input_shape)[1:], class_names, int(model.output_shape[-1]))
 
     @classmethod
-    def load(cls, path: str | Path) -> KerasPredictor:
-        """A run folder's model, or a .keras file with class names from a run.json beside it."""
+    def load(cls, path: str | Path, *, unsafe: bool = False) -> KerasPredictor:
+        """A run folder's model, or a .keras file with class names from a run.json beside it
+        (`unsafe`: load a model file that holds Python code; see `Run.load_model`)."""
         run = Run.open(path)
-        return cls(run.load_model(), run.class_names())
+        return cls(run.load_model(unsafe=unsafe), run.class_names())
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
         return self.model.predict_on_batch(batch)
 
 
-def load_predictor(path: str | Path, *, onnx: bool = False) -> Predictor:
+def load_predictor(path: str | Path, *, onnx: bool = False, unsafe: bool = False) -> Predictor:
     """The Predictor for `path`: ONNX Runtime for an `.onnx` file (or, with `onnx`, for a run
-    folder's `model.onnx`), Keras for a run folder or a `.keras` file."""
+    folder's `model.onnx`), Keras for a run folder or a `.keras` file (`unsafe`: see
+    `Run.load_model`)."""
     run = Run.open(path)
     if onnx or run.is_onnx:
         from cnnlab.lite import OnnxPredictor
 
         return OnnxPredictor.load(run.onnx_file)
-    return KerasPredictor(run.load_model(), run.class_names())
+    return KerasPredictor.load(path, unsafe=unsafe)
 
 
 def predict(

@@ -50,7 +50,10 @@ class OnnxPredictor(Predictor):
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxPredictor:
-        """Open an .onnx file; class names from its sidecar `<file>.json` if there is one."""
+        """Open an .onnx file; class names from its sidecar `<file>.json` if there is one.
+
+        (An ONNX graph holds no Python code, so there is nothing for `unsafe` to allow.)
+        """
         try:
             import onnxruntime as ort
         except ImportError:

@@ -82,7 +82,15 @@ def load_architecture(spec: str | Path) -> Architecture:
     if path.suffix.lower() in {".toml", ".json"}:
         if not path.is_file():
             raise ConfigError(f"{path}: architecture file not found")
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     else:
         names = builtin_architectures()
         if str(spec) not in names:
@@ -95,8 +103,12 @@ def load_architecture(spec: str | Path) -> Architecture:
         source, path = f"builtin:{spec}", Path(f"{spec}.toml")
     try:
         raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, an integer too long
         raise ConfigError(f"{source}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{source}: not valid {path.suffix[1:].upper()}: nested too deeply"
+        ) from None
     return parse_architecture(raw, source=source)
 
 
@@ -125,7 +137,11 @@ def parse_architecture(raw: Mapping[str, Any], *, source: str = "<dict>") -> Arc
         if inputs is not None:
             if isinstance(inputs, str):
                 inputs = [inputs]
-            if not inputs or not all(isinstance(i, str) for i in inputs):
+            if (
+                not isinstance(inputs, list | tuple)
+                or not inputs
+                or not all(isinstance(i, str) for i in inputs)
+            ):
                 raise ConfigError(f"{where}: `inputs` must be a layer name or a list of them")
             missing = [i for i in inputs if i not in seen_names]
             if missing:
@@ -197,7 +213,9 @@ def build_model(
         )
         if spec.name:
             outputs[spec.name] = current
-    return keras.Model(inputs, current, name=architecture.name)
+    return _call_checked(
+        lambda: keras.Model(inputs, current, name=architecture.name), architecture.source
+    )
 
 
 def _make_layer(
@@ -218,12 +236,20 @@ def _make_layer(
 
 
 def _call_checked(make: Any, where: str) -> Any:
-    """Run a Keras constructor or call; turn its complaint about our values into a ConfigError."""
+    """Run a Keras constructor or call; turn its complaint about our values into a ConfigError.
+
+    The values come from the user's file and go straight into Keras, whose failure types are
+    not documented: a wrong type can raise AttributeError (`padding = 5`), a huge layer the
+    backend's out-of-memory error. Any Exception here is the file's, so all become one line.
+    """
     try:
         return make()
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise ConfigError(f"{where}: {message}") from None
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"{where}: {type(exc).__name__}: {message}") from None
 
 
 def _substitute(value: Any, num_classes: int) -> Any:

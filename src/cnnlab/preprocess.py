@@ -111,7 +111,7 @@ def describe_source(source: object) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
     if isinstance(source, np.ndarray):
-        return f"<array {'x'.join(map(str, source.shape))}>"
+        return f"<array {'x'.join(map(str, source.shape))}>" if source.ndim else "<array>"
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", None)  # set when Pillow opened it from a file
     else:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab._io import atomic_write_text
-from cnnlab.errors import RunError
+from cnnlab.errors import RunError, UnsafeModelError
 
 if TYPE_CHECKING:
     import keras
@@ -293,8 +293,13 @@ class Run:
 
     # --- The model and the data -------------------------------------------------------------
 
-    def load_model(self) -> keras.Model:
-        """The run's Keras model, with one clear error if it is missing or unusable."""
+    def load_model(self, *, unsafe: bool = False) -> keras.Model:
+        """The run's Keras model, with one clear error if it is missing or unusable.
+
+        A `.keras` file can hold Python code (a `Lambda` layer stores its function as
+        bytecode), and loading it runs that code. Keras' safe mode stays on unless `unsafe`:
+        such a file is refused with an `UnsafeModelError` that says what the risk is.
+        """
         from cnnlab._backend import keras as _keras
 
         path = self.model_file
@@ -307,9 +312,19 @@ class Run:
             raise RunError(f"{path}: no model found; {hint}")
         keras = _keras()
         try:
-            return keras.saving.load_model(path)
+            return keras.saving.load_model(path, safe_mode=not unsafe)
         except Exception as exc:  # Keras raises many types for a damaged archive
-            raise RunError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+            message = " ".join(str(exc).split())
+            if not unsafe and "safe_mode" in message:
+                raise UnsafeModelError(
+                    f"{path}: refused: the file holds Python code (e.g. a Lambda layer), and "
+                    "loading it would run that code with your permissions; if you trust where "
+                    "the file came from, load it with --unsafe (Python: unsafe=True). "
+                    f"Keras says: {message}"
+                ) from None
+            raise RunError(
+                f"{path}: cannot load the model ({type(exc).__name__}: {message})"
+            ) from None
 
     def data(self, data_dir: str | None = None) -> Splits:
         """The run's dataset (its training and test sets, no validation hold-out), as it
@@ -335,21 +350,24 @@ class Run:
         shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Load the model of a run folder, or a `.keras` file, with a clear error if unusable."""
-    return Run.open(path).load_model()
+def load_model(path: str | Path, *, unsafe: bool = False) -> keras.Model:
+    """Load the model of a run folder, or a `.keras` file, with a clear error if unusable
+    (`unsafe`: see `Run.load_model`)."""
+    return Run.open(path).load_model(unsafe=unsafe)
 
 
 def model_or_architecture(
     target: str | Path,
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
+    *,
+    unsafe: bool = False,
 ) -> keras.Model:
     """A trained run's model (a folder or a `.keras` file), else a fresh model built from the
     architecture named by `target` (a built-in name or a .toml/.json spec)."""
     path = Path(target)
     if path.is_dir() or path.suffix == ".keras":
-        return Run.open(path).load_model()
+        return Run.open(path).load_model(unsafe=unsafe)
     from cnnlab.models import build_model
 
     if input_shape is None or num_classes is None:

@@ -233,7 +233,7 @@ def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[l
     callbacks += [
         checkpoint,
         # The CSV row is written before the backup records the epoch, so a kill between the
-        # two repeats a row (dropped by read_history) rather than losing one.
+        # two repeats a row (dropped by Run.history) rather than losing one.
         keras.callbacks.CSVLogger(str(run.history_file), append=True),
         keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
     ]

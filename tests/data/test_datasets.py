@@ -97,6 +97,22 @@ def test_describe(tiny: Tiny) -> None:
     assert rows[3]["count"] == N_TEST and rows[3]["shape"] == ()
     assert {row["origin"] for row in rows} == {"cache"}
     assert {row["checksum"] for row in rows} == {"ok"}
+    assert {row["problem"] for row in rows} == {""}
+
+
+def test_describe_lists_every_file_whatever_fails(tiny: Tiny, tmp_path: Path) -> None:
+    folder = tmp_path / "given"
+    shutil.copytree(tiny.good_dir, folder)
+    (folder / "train-labels-idx1-ubyte.gz").unlink()  # missing
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08junk")  # corrupt
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(N_TEST, np.uint8))  # mismatch
+    rows = {row["role"]: row for row in describe("tiny", folder, download=False)}
+    assert list(rows) == ["train_images", "train_labels", "test_images", "test_labels"]
+    assert [row["checksum"] for row in rows.values()] == ["ok", "FAILED", "FAILED", "mismatch"]
+    assert rows["train_images"]["count"] == N_TRAIN and not rows["train_images"]["problem"]
+    assert "not found" in rows["train_labels"]["problem"]
+    assert "t10k-images" in rows["test_images"]["problem"]
+    assert "does not match" in rows["test_labels"]["problem"]
 
 
 def test_unknown_spec(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def tiny_model(tiny_data: tuple[np.ndarray, np.ndarray]) -> Any:
 
 @pytest.fixture
 def fake_history() -> list[dict[str, float]]:
-    """Five epochs as read_history returns them (0-based `epoch`); best val_accuracy at epoch 4."""
+    """Five epochs as Run.history returns them (0-based `epoch`); best val_accuracy at epoch 4."""
     val_accuracy = [0.70, 0.80, 0.84, 0.88, 0.86]
     val_loss = [0.90, 0.60, 0.45, 0.40, 0.42]
     return [

@@ -127,10 +127,13 @@ def describe(
     *,
     download: bool = True,
 ) -> list[dict[str, Any]]:
-    """One row per file of a dataset (role, path, origin, count, shape, checksum).
+    """One row per file of a dataset (role, path, origin, count, shape, checksum, problem).
 
     Every IDX file is read in full, so a truncated or corrupt file is reported here rather
-    than at training time. An `.npz` file or an image folder gets one row per split.
+    than at training time. Every file gets its row even when another fails: `checksum` is
+    "ok", "unknown" (no digest recorded), "mismatch" or "FAILED" (not found, not fetched or not
+    readable), and `problem` says what is wrong ("" for a file that checks). An `.npz` file
+    or an image folder gets one row per split.
     """
     if sources.normalize_name(name) not in sources.DATASETS:
         dataset = load_dataset(name, data_dir, download=download)
@@ -142,24 +145,47 @@ def describe(
                 "count": len(images),
                 "shape": tuple(images.shape[1:]),
                 "checksum": "n/a",
+                "problem": "",
             }
             for split, images in (("train", dataset.x_train), ("test", dataset.x_test))
         ]
-    located = sources.locate(name, data_dir, download=download)
     rows = []
-    for role, file in located.files.items():
-        array = read_idx(file.path)
+    for role, found in sources.locate_each(name, data_dir, download=download).items():
+        if isinstance(found, DataError):
+            rows.append(_failed_row(role, "-", "-", found))
+            continue
+        try:
+            array = read_idx(found.path)
+        except DataError as exc:
+            rows.append(_failed_row(role, str(found.path), found.origin, exc))
+            continue
+        problem = ""
+        if found.checksum == "mismatch":
+            problem = f"{found.path}: content does not match the recorded {name} digest"
         rows.append(
             {
                 "role": role,
-                "path": str(file.path),
-                "origin": file.origin,
+                "path": str(found.path),
+                "origin": found.origin,
                 "count": array.shape[0],
                 "shape": array.shape[1:],
-                "checksum": file.checksum,
+                "checksum": found.checksum,
+                "problem": problem,
             }
         )
     return rows
+
+
+def _failed_row(role: str, path: str, origin: str, error: DataError) -> dict[str, Any]:
+    return {
+        "role": role,
+        "path": path,
+        "origin": origin,
+        "count": "-",
+        "shape": "-",
+        "checksum": "FAILED",
+        "problem": str(error),
+    }
 
 
 def _load_idx(name: str, data_dir: str | os.PathLike[str] | None, *, download: bool) -> Dataset:

@@ -35,6 +35,7 @@ __all__ = [
     "LocatedFile",
     "cache_dir",
     "locate",
+    "locate_each",
     "normalize_name",
     "verify",
 ]
@@ -183,6 +184,33 @@ def locate(
         for role, file in spec.files.items()
     }
     return LocatedDataset(spec, files)
+
+
+def locate_each(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = True,
+    mirror: str | None = None,
+) -> dict[str, LocatedFile | DataError]:
+    """Like `locate`, but a file that cannot be found, fetched or read gets its error in its
+    slot instead of stopping the others (for listing every file, as `sha256sum -c` does).
+
+    Problems that concern every file (an unknown dataset, a `--data-dir` that is not a
+    folder) still raise.
+    """
+    spec = _spec(name)
+    mirrors = _mirrors(spec, mirror)
+    list(_explicit_dirs(spec, data_dir))  # a mistyped --data-dir is one error, not four
+    found: dict[str, LocatedFile | DataError] = {}
+    for role, file in spec.files.items():
+        try:
+            found[role] = _locate_file(
+                spec, role, file, data_dir, download=download, mirrors=mirrors
+            )
+        except DataError as exc:
+            found[role] = exc
+    return found
 
 
 def _spec(name: str) -> DatasetSpec:

@@ -10,6 +10,7 @@ the API below, documented at /docs. Bad requests get a 4xx with `{"detail": "<me
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +44,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_TOP_K = 3
+DEFAULT_BODY_TIMEOUT_S = 60.0
+"""A request body must arrive within this: 10 MiB at about 1.4 Mbit/s, and a trickling client
+is cut off rather than held open."""
 MAX_BATCH_FILES = 64
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -200,15 +204,19 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     top_k: int = DEFAULT_TOP_K,
     onnx: bool = False,
+    unsafe: bool = False,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The web app for a run folder (or .keras file); raises CnnlabError if it cannot be loaded.
 
     An .onnx file, or `onnx=True` with a run folder (its model.onnx), serves the exported model
-    on ONNX Runtime without TensorFlow; /api/features then answers 501.
+    on ONNX Runtime without TensorFlow; /api/features then answers 501. `unsafe` loads a model
+    file that holds Python code (see `cnnlab.runs.Run.load_model`). A request body that takes
+    longer than `body_timeout_s` to arrive is answered 408 and its connection closed.
     """
-    if max_upload_bytes < 1 or top_k < 1:
-        raise CnnlabError("max_upload_bytes and top_k must be positive")
-    service = ModelService(run, top_k=top_k, onnx=onnx)
+    if max_upload_bytes < 1 or top_k < 1 or not body_timeout_s > 0:
+        raise CnnlabError("max_upload_bytes, top_k and body_timeout_s must be positive")
+    service = ModelService(run, top_k=top_k, onnx=onnx, unsafe=unsafe)
     app = FastAPI(
         title="cnnlab",
         version=__version__,
@@ -217,6 +225,7 @@ def create_app(
     app.state.service = service
     app.state.max_upload_bytes = max_upload_bytes
     app.add_middleware(inputs.BodySizeLimit, max_bytes=max_upload_bytes)
+    app.add_middleware(inputs.BodyDeadline, seconds=body_timeout_s)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(CnnlabError, _cnnlab_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -238,9 +247,27 @@ def serve(
     import uvicorn
 
     app = create_app(run, **app_options)  # a bad run fails here, before the port is taken
+    if not is_loopback(host):
+        log.warning(
+            "serving on %s: the page and API have no authentication, so anyone who can reach "
+            "this machine on port %d can use them; use --host 127.0.0.1 unless that is what "
+            "you want",
+            host,
+            port,
+        )
     shown = f"[{host}]" if ":" in host else host
     log.info("serving %s on http://%s:%d/ (API docs: /docs)", run, shown, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
 
 
 def _add_routes(app: FastAPI) -> None:

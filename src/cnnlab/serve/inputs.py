@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import warnings
@@ -258,3 +259,47 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class BodyDeadline:
+    """ASGI middleware: a request body must arrive in full within `seconds`, else 408.
+
+    uvicorn's own timeouts cover idle keep-alive connections, not a client that sends its
+    headers and then trickles the body a byte at a time: without a deadline such a client
+    holds a connection and a pending request for as long as it likes. The clock starts when
+    the app first asks for the body; after the 408 the connection is closed (the rest of the
+    body is never read), and other clients are served all along.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal deadline, complete
+            if complete:  # the body is in; what is left is the disconnect, however late
+                return await receive()
+            if deadline is None:
+                deadline = loop.time() + self.seconds
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise HTTPException(
+                    status.HTTP_408_REQUEST_TIMEOUT,
+                    f"the request body did not arrive within {self.seconds:g} s; "
+                    "send it at once, or check the connection",
+                    headers={"Connection": "close"},  # the server drops the rest of the body
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        await self.app(scope, timed_receive, send)

@@ -47,9 +47,11 @@ class NeedsKeras(CnnlabError):
 class ModelService:
     """A trained run's model, class names and pictures, safe to use from many threads."""
 
-    def __init__(self, run: str | Path, *, top_k: int = 3, onnx: bool = False) -> None:
+    def __init__(
+        self, run: str | Path, *, top_k: int = 3, onnx: bool = False, unsafe: bool = False
+    ) -> None:
         # raises RunError for a bad run; an .onnx file (or `onnx`) runs on ONNX Runtime
-        self.predictor = load_predictor(run, onnx=onnx)
+        self.predictor = load_predictor(run, onnx=onnx, unsafe=unsafe)
         self.keras = self.predictor.backend == "keras"
         self.run = Run.open(run)
         self.top_k = top_k

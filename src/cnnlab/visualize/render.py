@@ -38,10 +38,12 @@ def render(
     count: int = 16,
     init_sets: bool = False,
     data_dir: str | None = None,
+    unsafe: bool = False,
 ) -> Rendered:
     """Make the picture `kind` for `target` (a run folder; for `model` also an architecture).
 
-    `convpool` needs only an image, given as `target` or `image`.
+    `convpool` needs only an image, given as `target` or `image`. `unsafe` loads a model file
+    that holds Python code (see `cnnlab.runs.Run.load_model`).
     """
     if kind not in KINDS:
         raise CnnlabError(f"unknown picture {kind!r}; choose one of {', '.join(KINDS)}")
@@ -58,6 +60,7 @@ def render(
         count=count,
         init_sets=init_sets,
         data_dir=data_dir,
+        unsafe=unsafe,
     )
     if out is None:
         stem = "filters-init" if kind == "filters" and init_sets else kind
@@ -75,11 +78,11 @@ def _need_run(run_dir: Path | None, target: Any, kind: str) -> Path:
     return run_dir
 
 
-def _model(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
+def _model(run_dir: Path | None, target: Any, unsafe: bool = False, **_: Any) -> tuple[Any, str]:
     from cnnlab.runs import model_or_architecture
     from cnnlab.visualize.model import draw_model
 
-    return draw_model(model_or_architecture(target), scale_xy=4), ""
+    return draw_model(model_or_architecture(target, unsafe=unsafe), scale_xy=4), ""
 
 
 def _history(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
@@ -106,13 +109,18 @@ def _confusion(
 
 
 def _errors(
-    run_dir: Path | None, target: Any, count: int = 16, data_dir: str | None = None, **_: Any
+    run_dir: Path | None,
+    target: Any,
+    count: int = 16,
+    data_dir: str | None = None,
+    unsafe: bool = False,
+    **_: Any,
 ) -> tuple[Any, str]:
     from cnnlab.visualize.errors import plot_errors
 
     run = Run(_need_run(run_dir, target, "errors"))
     splits = run.data(data_dir)
-    model = run.load_model()
+    model = run.load_model(unsafe=unsafe)
     return plot_errors(model, splits.x_test, splits.y_test, splits.class_names, n=count), ""
 
 
@@ -122,12 +130,13 @@ def _filters(
     layer: str | None = None,
     init_sets: bool = False,
     data_dir: str | None = None,
+    unsafe: bool = False,
     **_: Any,
 ) -> tuple[Any, str]:
     from cnnlab.visualize.filters import plot_filter_sets, plot_filters
 
     if not init_sets:
-        return plot_filters(Run.open(target).load_model(), _layer_arg(layer)), ""
+        return plot_filters(Run.open(target).load_model(unsafe=unsafe), _layer_arg(layer)), ""
     # The three starting points of --init-filters, side by side, for this run's data.
     from cnnlab.kernels import init_first_conv
     from cnnlab.models import build_model
@@ -169,18 +178,22 @@ def _prepared(model: Any, image: Any) -> Any:
     return batch[0]
 
 
-def _features(run_dir: Path | None, target: Any, image: Any = None, **_: Any) -> tuple[Any, str]:
+def _features(
+    run_dir: Path | None, target: Any, image: Any = None, unsafe: bool = False, **_: Any
+) -> tuple[Any, str]:
     from cnnlab.visualize.features import plot_features
 
-    model = Run.open(target).load_model()
+    model = Run.open(target).load_model(unsafe=unsafe)
     return plot_features(model, _prepared(model, image)), ""
 
 
-def _gradcam(run_dir: Path | None, target: Any, image: Any = None, **_: Any) -> tuple[Any, str]:
+def _gradcam(
+    run_dir: Path | None, target: Any, image: Any = None, unsafe: bool = False, **_: Any
+) -> tuple[Any, str]:
     from cnnlab.inference import KerasPredictor
     from cnnlab.visualize.gradcam import plot_gradcam
 
-    predictor = KerasPredictor.load(target)
+    predictor = KerasPredictor.load(target, unsafe=unsafe)
     array = _prepared(predictor.model, image)
     return plot_gradcam(predictor.model, array, predictor.class_names), ""
 
