@@ -211,7 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="train.steps_per_execution",
         type=int,
         metavar="N",
-        help="training steps per compiled call (default 16)",
+        help="training steps per compiled call (default: 16; 1 on the torch backend, "
+        "which allows only 1)",
+    )
+    train.add_argument(
+        "--backend",
+        dest="train.backend",
+        choices=["auto", "tensorflow", "jax", "torch"],
+        help="Keras backend (default auto: $KERAS_BACKEND, else tensorflow); recorded in "
+        "config.toml",
     )
     train.add_argument(
         "--precision",
