@@ -101,9 +101,7 @@ class TrainConfig:
         _check(0 < self.reduce_lr_factor < 1, "train.reduce_lr_factor must be in (0, 1)")
         _check(0.0 <= self.target_accuracy <= 1.0, "train.target_accuracy must be in [0, 1]")
         _check(self.seed >= -1, "train.seed must be >= 0 (or -1 to draw one)")
-        _check(
-            self.steps_per_execution >= 0, "train.steps_per_execution must be >= 1 (0: auto)"
-        )
+        _check(self.steps_per_execution >= 0, "train.steps_per_execution must be >= 1 (0: auto)")
         _check(
             self.precision in PRECISIONS,
             f"train.precision must be one of {', '.join(PRECISIONS)}",
