@@ -74,7 +74,7 @@ def main(work: Path, kinds: list[str]) -> dict[str, object]:
         else:
             step(f"visualize {kind}", "visualize", kind, str(run), *extra)
     if backend != "tensorflow":  # TensorFlow's exports have their own tests (test_export.py)
-        code, out, err = _cli("export", str(run), "--format", "onnx", "-o", str(work / "export"))
+        code, _, err = _cli("export", str(run), "--format", "onnx", "-o", str(work / "export"))
         errors = [line for line in err.splitlines() if line.startswith("cnnlab: error")]
         report["export_onnx"] = [code, errors]
         if code == 0:

@@ -83,9 +83,8 @@ def export(
     Files go into the run folder unless `out_dir` is given. A missing optional dependency
     raises CnnlabError naming the `pip install cnnlab[...]` extra that brings it.
     """
-    from cnnlab.training import load_model
-
     from cnnlab._backend import backend_name
+    from cnnlab.training import load_model
 
     wanted = parse_formats(formats)
     backend = backend_name()
