@@ -58,6 +58,8 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
 
     splits = _splits(args)
     x, y, warmup = splits.x_train, splits.y_train, args["warmup"]
+    from cnnlab._backend import auto_precision
+
     full = resolve_defaults(load_config(overrides={"train.seed": SEED}))
     config = full.train
     model = build_training_model(full, splits)
@@ -70,6 +72,8 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
     result.update(
         params=model.count_params(),
         forward_flops=forward_flops(model),
+        precision=config.precision,
+        precision_reason=auto_precision()[1],
         note=(
             f"tf.data shuffle/batch/prefetch, steps_per_execution={config.steps_per_execution}, "
             f"{config.precision}"
