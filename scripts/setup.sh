@@ -56,5 +56,15 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+# torch from PyPI on Linux x86-64 is a CUDA build: about 3 GB more with its nvidia-* packages.
+# A machine without an NVIDIA driver gets PyTorch's CPU build (about 190 MB) first, where that
+# index answers; pip then keeps it, since the `backends` extra pins only the version.
+if [ "$(uname -sm)" = "Linux x86_64" ] && ! command -v nvidia-smi >/dev/null 2>&1 \
+  && ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check --timeout 15 \
+    --retries 1 --index-url https://download.pytorch.org/whl/cpu 'torch==2.13.0' >/dev/null 2>&1; then
+    echo "setup: note: PyTorch's CPU index did not answer; pip takes torch from the configured index (on PyPI a CUDA build of about 3 GB)" >&2
+  fi
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 echo "setup: ready ($(.venv/bin/cnnlab --version))"
