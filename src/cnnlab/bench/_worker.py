@@ -227,7 +227,8 @@ def inference(args: dict[str, Any]) -> Result:
         _inference_row(
             "keras",
             "model(x, training=False), eager",
-            lambda x: model(x, training=False),
+            # convert_to_numpy: on torch the eager output still carries its autograd graph.
+            lambda x: keras.ops.convert_to_numpy(model(x, training=False)),
             images,
             batch,
             calls,
