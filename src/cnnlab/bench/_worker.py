@@ -75,8 +75,8 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
         precision=config.precision,
         precision_reason=auto_precision()[1],
         note=(
-            f"tf.data shuffle/batch/prefetch, steps_per_execution={config.steps_per_execution}, "
-            f"{config.precision}"
+            f"{'tf.data shuffle/batch/prefetch' if config.backend == 'tensorflow' else 'PyDataset'}"
+            f", steps_per_execution={config.steps_per_execution}, {config.precision}"
         ),
     )
     return result

@@ -15,7 +15,8 @@ def format_table(results: dict[str, Any]) -> str:
     header = [
         f"cnnlab bench{' --quick' if settings['quick'] else ''}: {model['name']} "
         f"({model['params']:,} params) on Fashion-MNIST, {machine['date']}",
-        f"machine: {machine['cpu']}, {machine['cores']} cores, {versions}",
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {versions}; "
+        f"Keras backend {machine.get('keras_backend', 'tensorflow')}",
         f"CPU instruction sets: {sets} ({machine.get('architecture', '?')})",
         _precision_line(results.get("precision")),
         f"training: {first['images']:,} images, batch {settings['batch_size_training']}, "
