@@ -12,6 +12,21 @@ from synthetic import CLASS_NAMES, N_CLASSES, TINY_ARCH, make_images
 from cnnlab.config import Config, load_config
 
 
+def pytest_report_header() -> str:
+    """Which CPU and precision this run tests: the figures that differ between machines."""
+    import os
+
+    from cnnlab._backend import PRECISION_ENV
+    from cnnlab._cpu import cpu_info, cpu_precision
+
+    forced = os.environ.get(PRECISION_ENV)
+    policy, reason = (forced, f"${PRECISION_ENV}") if forced else cpu_precision()
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    return (
+        f"cnnlab: {cpu_info().describe()}; Keras {backend}; --precision auto -> {policy} ({reason})"
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An .npz dataset of 4 easy classes: 240 training and 80 test images."""

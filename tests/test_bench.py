@@ -26,7 +26,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    return run_bench(quick=True, data_dir=str(SYSTEM))
+    # float32 forced: the figure the speed goal is about (a CPU without bfloat16).
+    return run_bench(quick=True, data_dir=str(SYSTEM), precision="float32")
 
 
 def _positive(value: Any) -> bool:
@@ -40,6 +41,17 @@ def test_the_results_hold_every_section(results: dict[str, Any]) -> None:
     machine = results["machine"]
     assert machine["cpu"] and machine["cores"] >= 1 and machine["date"]
     assert "keras" in machine["versions"]
+    assert machine["architecture"] and isinstance(machine["cpu_instruction_sets"], list)
+    assert results["precision"]["requested"] == results["precision"]["policy"] == "float32"
+    cnnlab_row = next(row for row in results["training"] if row["contender"] == "cnnlab")
+    assert cnnlab_row["note"].endswith("float32")
+
+
+def test_a_bad_precision_is_refused_before_anything_runs() -> None:
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="precision 'fp8'"):
+        run_bench(quick=True, precision="fp8")
 
 
 def test_flops_are_counted_from_the_seed_model(results: dict[str, Any]) -> None:
@@ -94,6 +106,8 @@ def test_the_table_and_json_are_written(results: dict[str, Any], tmp_path: Path)
         assert heading in table
     for row in results["training"]:
         assert row["label"] in table
+    assert results["machine"]["cpu"] in table  # every figure says which CPU it came from
+    assert "float32 (forced with --precision float32)" in table
     assert json.loads(write_json(results, tmp_path).read_text()) == json.loads(json.dumps(results))
 
 

@@ -30,23 +30,78 @@ def keras() -> ModuleType:
     return sys.modules["keras"]
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+PRECISION_ENV = "CNNLAB_PRECISION"
+
+
+def backend_name() -> str:
+    """The Keras backend in use, or the one the first Keras import will use."""
+    if sys.modules.get("keras") is not None:
+        return str(sys.modules["keras"].backend.backend())
+    return os.environ.get("KERAS_BACKEND", "tensorflow") or "tensorflow"
+
+
+def select_backend(name: str) -> str:
+    """Make `name` the Keras backend ("auto": keep the current one); return the one in use.
+
+    Keras reads KERAS_BACKEND once, at its first import: after that it can only be checked.
+    """
+    from cnnlab.errors import CnnlabError
+
+    if name == "auto":
+        name = backend_name()
+    if name not in BACKENDS:
+        raise CnnlabError(
+            f"unknown Keras backend {name!r} (train.backend or $KERAS_BACKEND); "
+            f"choose one of {', '.join(BACKENDS)}"
+        )
+    if sys.modules.get("keras") is None:
+        os.environ["KERAS_BACKEND"] = name
+    elif backend_name() != name:
+        raise CnnlabError(
+            f"Keras is already running on the {backend_name()} backend and cannot switch to "
+            f"{name}; start a new process with KERAS_BACKEND={name}"
+        )
+    return name
+
+
+def auto_precision() -> tuple[str, str]:
+    """What `--precision auto` resolves to, and why: $CNNLAB_PRECISION where it is set (the
+    test suite forces float32 with it), else the precision this machine trains fastest with."""
+    forced = os.environ.get(PRECISION_ENV, "").strip()
+    if forced and forced != "auto":
+        from cnnlab.config import PRECISIONS
+        from cnnlab.errors import ConfigError
+
+        if forced not in PRECISIONS:
+            raise ConfigError(
+                f"${PRECISION_ENV}={forced!r} is not a precision; set it to one of "
+                f"{', '.join(PRECISIONS)} or unset it"
+            )
+        return forced, f"${PRECISION_ENV}={forced}"
+    return precision_choice()
+
+
 def fastest_precision() -> str:
-    """The mixed-precision policy this machine trains fastest with.
+    """The mixed-precision policy this machine trains fastest with (see `precision_choice`)."""
+    return precision_choice()[0]
+
+
+def precision_choice() -> tuple[str, str]:
+    """The policy this machine trains fastest with, and the reason in words.
 
     A GPU: `mixed_bfloat16` where it has bfloat16 tensor cores (compute capability 8.0 and up:
-    A100, H100, RTX 30xx on), else `mixed_float16`. A CPU with bfloat16 instructions (AMX or
-    AVX-512 BF16): `mixed_bfloat16`, about 2x float32 for the seed model here (see README).
-    Otherwise float32.
+    A100, H100, RTX 30xx on), else `mixed_float16`. A CPU with bfloat16 instructions (x86 AMX or
+    AVX-512 BF16, Arm BF16): `mixed_bfloat16`, about 2x float32 for the seed model on an Intel
+    Xeon with AMX (see README). Otherwise float32. The CPU is read by `cnnlab._cpu`.
     """
+    from cnnlab._cpu import cpu_precision
+
     capability = _gpu_compute_capability(keras().backend.backend())
     if capability is not None:
-        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = set(handle.read().split())
-    except OSError:
-        return "float32"
-    return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+        policy = "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
+        return policy, f"GPU with compute capability {capability[0]}.{capability[1]}"
+    return cpu_precision()
 
 
 def _gpu_compute_capability(backend: str) -> tuple[int, int] | None:

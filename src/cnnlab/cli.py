@@ -214,7 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="train.steps_per_execution",
         type=int,
         metavar="N",
-        help="training steps per compiled call (default 16)",
+        help="training steps per compiled call (default: 16; 1 on the torch backend, "
+        "which allows only 1)",
+    )
+    train.add_argument(
+        "--backend",
+        dest="train.backend",
+        choices=["auto", "tensorflow", "jax", "torch"],
+        help="Keras backend (default auto: $KERAS_BACKEND, else tensorflow); recorded in "
+        "config.toml",
     )
     train.add_argument(
         "--precision",
@@ -343,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="file or folder for the JSON results (default: %(default)s)",
     )
     bench.add_argument("--run", help="run folder whose model (and exports) to time for inference")
+    bench.add_argument(
+        "--precision",
+        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        default="auto",
+        help="what cnnlab's --precision auto becomes in every measurement; float32 stands in "
+        "for a CPU without bfloat16 (default: %(default)s, this machine's choice)",
+    )
     _add_data_dir(bench)
     bench.set_defaults(handler=_bench)
     return parser
@@ -525,7 +540,11 @@ def _bench(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise CnnlabError(f"--repeats must be >= 1, got {args.repeats}")
     results = run_bench(
-        quick=args.quick, repeats=args.repeats, data_dir=args.data_dir, run_dir=args.run
+        quick=args.quick,
+        repeats=args.repeats,
+        data_dir=args.data_dir,
+        run_dir=args.run,
+        precision=args.precision,
     )
     print(format_table(results), end="")
     print(f"\nwritten: {write_json(results, args.json)}")

@@ -22,6 +22,7 @@ from cnnlab.errors import ConfigError
 RECIPES = ("default", "seed")
 INIT_FILTERS = ("random", "classic", "whitening")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+BACKENDS = ("auto", "tensorflow", "jax", "torch")
 LR_SCHEDULES = ("exponential", "cosine")
 _MAX_INT = 2**63  # integer settings fit a signed 64-bit integer (TOML's own range)
 
@@ -73,10 +74,11 @@ class TrainConfig:
     monitor: str = "val_accuracy"
     target_accuracy: float = 0.0  # stop once `monitor` reaches it (0: off)
     seed: int = -1  # -1: draw one at start and record it here
-    steps_per_execution: int = 16
+    steps_per_execution: int = 0  # 0: auto, 16 (1 on torch, where Keras allows only 1)
     precision: str = (
         "auto"  # float32, mixed_bfloat16, mixed_float16; auto: what the hardware runs fastest
     )
+    backend: str = "auto"  # tensorflow, jax, torch; auto: $KERAS_BACKEND, else tensorflow
 
     def __post_init__(self) -> None:
         _check(self.recipe in RECIPES, f"train.recipe must be one of {', '.join(RECIPES)}")
@@ -100,11 +102,12 @@ class TrainConfig:
         _check(0 < self.reduce_lr_factor < 1, "train.reduce_lr_factor must be in (0, 1)")
         _check(0.0 <= self.target_accuracy <= 1.0, "train.target_accuracy must be in [0, 1]")
         _check(-1 <= self.seed < 2**32, "train.seed must be in 0..4294967295 (or -1 to draw one)")
-        _check(self.steps_per_execution >= 1, "train.steps_per_execution must be >= 1")
+        _check(self.steps_per_execution >= 0, "train.steps_per_execution must be >= 1 (0: auto)")
         _check(
             self.precision in PRECISIONS,
             f"train.precision must be one of {', '.join(PRECISIONS)}",
         )
+        _check(self.backend in BACKENDS, f"train.backend must be one of {', '.join(BACKENDS)}")
 
 
 @dataclass(frozen=True)

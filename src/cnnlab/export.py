@@ -43,7 +43,13 @@ FORMATS: dict[str, tuple[str, str]] = {
 """Our format name: (file name in the run folder, Keras' `export` format)."""
 ALIASES = {"tflite": "litert", "tf_saved_model": "saved_model", "savedmodel": "saved_model"}
 NEEDS: dict[str, tuple[str, str]] = {"onnx": ("tf2onnx", "export")}
-"""Format: (the module Keras needs for it, the cnnlab extra that installs it)."""
+"""Format: (the module Keras needs for it on TensorFlow, the cnnlab extra that installs it)."""
+BACKEND_FORMATS = {
+    "tensorflow": frozenset(FORMATS),
+    "jax": frozenset({"saved_model"}),  # Keras: ONNX needs jax2onnx, LiteRT needs TF or torch
+    "torch": frozenset({"onnx"}),  # Keras: torch.onnx; no SavedModel, LiteRT needs litert-torch
+}
+"""What Keras' `model.export` converts on each backend (checked with Keras 3.15)."""
 INPUT_RANGE = (0.0, 1.0)
 PREPROCESSING = (
     "grayscale, light object on dark background, float32 in [0, 1], shaped like input_shape "
@@ -83,9 +89,19 @@ def export(
     holds Python code (see `cnnlab.runs.Run.load_model`). A missing optional dependency
     raises CnnlabError naming the `pip install cnnlab[...]` extra that brings it.
     """
+    from cnnlab._backend import backend_name
+
     wanted = parse_formats(formats)
+    backend = backend_name()
     for name in wanted:
-        _check_dependency(name)
+        if name not in BACKEND_FORMATS.get(backend, frozenset()):
+            raise CnnlabError(
+                f"exporting {name} is not supported by Keras on the {backend} backend; run "
+                f"the export with KERAS_BACKEND=tensorflow (model.keras is the same on every "
+                "backend)"
+            )
+        if backend == "tensorflow":
+            _check_dependency(name)
     opened = Run.open(run)
     target_dir = Path(out_dir) if out_dir is not None else opened.dir
     target_dir.mkdir(parents=True, exist_ok=True)

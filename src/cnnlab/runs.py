@@ -79,6 +79,9 @@ class RunState:
     status: str = "new"
     cnnlab_version: str = ""
     keras_version: str = ""
+    backend: str | None = None  # the Keras backend it trained on
+    cpu: dict[str, Any] | None = None  # model and instruction sets (cnnlab._cpu.CpuInfo)
+    precision: dict[str, str] | None = None  # policy, and why it was chosen
     dataset: str = ""
     class_names: list[str] = field(default_factory=list)
     input_shape: list[int | None] = field(default_factory=list)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab import __version__
-from cnnlab._backend import dtype_policy, fastest_precision
+from cnnlab._backend import auto_precision, dtype_policy, select_backend
 from cnnlab._backend import keras as _keras
 from cnnlab.config import Config, TrainConfig, load_config
 from cnnlab.errors import RunError
@@ -68,7 +68,14 @@ def train(
         log.info("%s is already finished; nothing to do (use --overwrite to train again)", run.dir)
         return load_result(run.dir)
     resuming = state.running
+    backend = select_backend(config.train.backend)  # before anything imports Keras
+    precision_reason = (
+        auto_precision()[1] if config.train.precision == "auto" else "set in the configuration"
+    )
     config = _same_config_or_fail(config, run) if resuming else resolve_defaults(config)
+    log.info(
+        "Keras backend: %s; precision: %s (%s)", backend, config.train.precision, precision_reason
+    )
     log.info("configuration:\n%s", config.to_toml().rstrip())
 
     # Prepare the data.
@@ -82,11 +89,16 @@ def train(
 
     run.dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
+        from cnnlab._cpu import cpu_info
+
         run.write_config(config)
         state = RunState(
             status="running",
             cnnlab_version=__version__,
             keras_version=keras.__version__,
+            backend=backend,
+            cpu=cpu_info().to_dict(),
+            precision={"policy": config.train.precision, "reason": precision_reason},
             dataset=config.data.dataset,
             class_names=list(splits.class_names),
             input_shape=list(splits.input_shape),
@@ -277,23 +289,40 @@ def _best_row(
 
 
 def resolve_defaults(config: Config) -> Config:
-    """Turn "choose for me" settings into the concrete values that config.toml records."""
-    changes: dict[str, Any] = {}
-    if config.train.seed == -1:
+    """Turn "choose for me" settings into the concrete values that config.toml records.
+
+    The backend is chosen first (it must be set before Keras is imported), then what depends
+    on it: the precision, and steps_per_execution (Keras' torch backend allows only 1).
+    """
+    train = config.train
+    changes: dict[str, Any] = {"backend": select_backend(train.backend)}
+    if train.seed == -1:
         changes["seed"] = random.SystemRandom().randrange(2**31)
-    if config.train.precision == "auto":
-        changes["precision"] = fastest_precision()
-    return config.replace(train=changes) if changes else config
+    if train.precision == "auto":
+        changes["precision"] = auto_precision()[0]
+    if changes["backend"] == "torch" and train.steps_per_execution > 1:
+        log.warning(
+            "train.steps_per_execution=%d lowered to 1: Keras' torch backend runs one step "
+            "per call",
+            train.steps_per_execution,
+        )
+        changes["steps_per_execution"] = 1
+    elif train.steps_per_execution == 0:
+        changes["steps_per_execution"] = 1 if changes["backend"] == "torch" else 16
+    return config.replace(train=changes)
 
 
 def _same_config_or_fail(config: Config, run: Run) -> Config:
     """An interrupted run resumes only with the configuration it started with."""
     saved = run.config()
+    if saved.train.backend == "auto":  # written before cnnlab recorded the backend: TensorFlow
+        saved = saved.replace(train={"backend": "tensorflow"})
     adopted = {
         key: getattr(saved.train, key)
-        for key, unresolved in (("seed", -1), ("precision", "auto"))
+        for key, unresolved in (("seed", -1), ("precision", "auto"), ("steps_per_execution", 0))
         if getattr(config.train, key) == unresolved
     }
+    adopted["backend"] = select_backend(config.train.backend)  # auto: the one running now
     candidate = config.replace(train=adopted)
     if candidate != saved:
         raise RunError(

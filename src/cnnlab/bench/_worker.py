@@ -60,6 +60,8 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
 
     splits = _splits(args)
     x, y, warmup = splits.x_train, splits.y_train, args["warmup"]
+    from cnnlab._backend import auto_precision
+
     full = resolve_defaults(load_config(overrides={"train.seed": SEED}))
     config = full.train
     model = build_training_model(full, splits)
@@ -72,9 +74,11 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
     result.update(
         params=model.count_params(),
         forward_flops=forward_flops(model),
+        precision=config.precision,
+        precision_reason=auto_precision()[1],
         note=(
-            f"tf.data shuffle/batch/prefetch, steps_per_execution={config.steps_per_execution}, "
-            f"{config.precision}"
+            f"{'tf.data shuffle/batch/prefetch' if config.backend == 'tensorflow' else 'PyDataset'}"
+            f", steps_per_execution={config.steps_per_execution}, {config.precision}"
         ),
     )
     return result
@@ -224,7 +228,8 @@ def inference(args: dict[str, Any]) -> Result:
         _inference_row(
             "keras",
             "model(x, training=False), eager",
-            lambda x: model(x, training=False),
+            # convert_to_numpy: on torch the eager output still carries its autograd graph.
+            lambda x: keras.ops.convert_to_numpy(model(x, training=False)),
             images,
             batch,
             calls,

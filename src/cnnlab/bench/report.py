@@ -11,10 +11,14 @@ def format_table(results: dict[str, Any]) -> str:
     machine, settings, model = results["machine"], results["settings"], results["model"]
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     first = results["training"][0]
+    sets = ", ".join(machine.get("cpu_instruction_sets") or []) or "none of AVX2/AVX-512/SVE/BF16"
     header = [
         f"cnnlab bench{' --quick' if settings['quick'] else ''}: {model['name']} "
         f"({model['params']:,} params) on Fashion-MNIST, {machine['date']}",
-        f"machine: {machine['cpu']}, {machine['cores']} cores, {versions}",
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {versions}; "
+        f"Keras backend {machine.get('keras_backend', 'tensorflow')}",
+        f"CPU instruction sets: {sets} ({machine.get('architecture', '?')})",
+        _precision_line(results.get("precision")),
         f"training: {first['images']:,} images, batch {settings['batch_size_training']}, "
         f"one timed epoch after a warm-up, median of {settings['repeats']} alternated repeats",
         f"FLOPs: {model['forward_flops_per_image'] / 1e6:.2f} MFLOP/image forward, "
@@ -87,6 +91,20 @@ def format_table(results: dict[str, Any]) -> str:
     notes = [f"note: {note}" for note in results["notes"]]
     parts = ["\n".join(header), training, accuracy, inference, startup, "\n".join(notes)]
     return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def _precision_line(precision: dict[str, Any] | None) -> str:
+    if not precision:
+        return "precision: not recorded"
+    how = (
+        f"forced with --precision {precision['requested']}"
+        if precision["requested"] != "auto"
+        else f"auto: {precision['reason']}"
+    )
+    return (
+        f"precision of cnnlab's default-recipe rows: {precision['policy']} ({how}); "
+        "plain Keras, PyTorch and the seed recipe: float32"
+    )
 
 
 def _section(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnlab._backend import PRECISION_ENV
 from cnnlab.bench.flops import CONVENTION, TRAIN_TO_FORWARD
 from cnnlab.errors import CnnlabError
 
@@ -81,16 +82,25 @@ def run_bench(
     repeats: int = 3,
     data_dir: str | None = None,
     run_dir: str | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Measure training, time to accuracy, inference, memory and start-up; return the results.
+
+    `precision` other than "auto" is what cnnlab's `--precision auto` resolves to in every
+    measurement (through $CNNLAB_PRECISION): `float32` stands in for a CPU without bfloat16.
 
     `quick` runs everything tiny (one repeat, 2,000 images) to check that it works. `data_dir`
     is where Fashion-MNIST is looked for (as `--data-dir`); `run_dir` is a run folder whose model
     and exports (`*.onnx`, `*.tflite`) are timed for inference (default: an untrained seed model).
     """
+    from cnnlab.config import PRECISIONS
+
     settings = Settings.quick() if quick else Settings(repeats=repeats)
     if settings.repeats < 1:
         raise CnnlabError(f"repeats={repeats}: must be at least 1")
+    if precision not in PRECISIONS:
+        raise CnnlabError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    forced = {} if precision == "auto" else {PRECISION_ENV: precision}
     common: dict[str, Any] = {"data_dir": data_dir, "limit": settings.limit}
     has_torch = importlib.util.find_spec("torch") is not None
     contenders = [c for c in CONTENDERS if c != "torch" or has_torch]
@@ -104,7 +114,7 @@ def run_bench(
         log.info("training throughput, repeat %d of %d", repeat + 1, settings.repeats)
         for contender in contenders if repeat % 2 == 0 else contenders[::-1]:
             args = {**common, "warmup": settings.warmup}
-            training[contender].append(_run_worker(f"train_{contender}", args))
+            training[contender].append(_run_worker(f"train_{contender}", args, env=forced))
         peak = _run_worker(
             "peak",
             {"size": settings.matmul_size, "repeats": 3},
@@ -123,7 +133,7 @@ def run_bench(
             "max_epochs": settings.max_epochs,
             "test_images": settings.test_images,
         }
-        accuracy[recipe] = _run_worker("time_to_accuracy", args)
+        accuracy[recipe] = _run_worker("time_to_accuracy", args, env=forced)
 
     log.info("inference")
     inference = _run_worker(
@@ -146,6 +156,11 @@ def run_bench(
     peak_gflops = statistics.median(peaks)
     return {
         "machine": machine_info(),
+        "precision": {
+            "requested": precision,
+            "policy": first["precision"],
+            "reason": first["precision_reason"],
+        },
         "settings": {**asdict(settings), "quick": quick, "batch_size_training": 32},
         "model": {
             "name": "Basic_CNN_model",
@@ -252,22 +267,22 @@ def _cores() -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, memory, library versions and the date, for the record."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    """CPU (model and the instruction sets that decide precision), cores, memory, library
+    versions and the date, for the record."""
+    from cnnlab._cpu import cpu_info
+
+    info = cpu_info()
     versions = {}
-    for name in ("tensorflow-cpu", "tensorflow", "keras", "torch", "numpy", "onnxruntime"):
+    for name in ("tensorflow-cpu", "tensorflow", "keras", "jax", "torch", "numpy", "onnxruntime"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
     return {
-        "cpu": cpu,
+        "cpu": info.model,
+        "cpu_instruction_sets": list(info.instruction_sets),
+        "architecture": info.machine,
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         "cores": _cores(),
         "memory_gib": _memory_gib(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

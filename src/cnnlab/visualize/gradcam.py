@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from cnnlab._backend import keras as _keras
+from cnnlab.errors import CnnlabError
 from cnnlab.visualize._common import figure
 from cnnlab.visualize.features import as_image, symbolic_graph
 from cnnlab.visualize.filters import pick_conv_layer
@@ -37,11 +38,9 @@ def gradcam(
 
     `class_index` defaults to the predicted class, `layer` to the last Conv2D layer. The class
     score is the pre-softmax logit when the model ends in a softmax Dense layer (as the paper
-    asks: softmax saturates), else the model's output. Autodiff needs the backend, so this is
-    one of the few places that calls TensorFlow (`tf.GradientTape`) directly.
+    asks: softmax saturates), else the model's output. Autodiff is the backend's own
+    (TensorFlow's GradientTape, torch's autograd, jax.grad): see `_maps_and_gradients`.
     """
-    import tensorflow as tf
-
     keras = _keras()
     image = as_image(image_array)
     conv = pick_conv_layer(model, -1 if layer is None else layer)
@@ -53,22 +52,68 @@ def gradcam(
     graph = symbolic_graph(model, image.shape)
     score_source = graph.layers[head.name][0] if logits_from_head else graph.output
     grad_model = keras.Model(graph.input, [graph.layers[conv.name][1], score_source])
-
     ops = keras.ops
-    with tf.GradientTape() as tape:
-        maps, scores = grad_model(image[None], training=False)
+
+    def class_scores(outputs: Any) -> Any:
+        maps, scores = outputs
         if logits_from_head:
             scores = ops.matmul(scores, head.kernel)
             if head.use_bias:
                 scores = scores + head.bias
-        if class_index is None:
-            class_index = int(ops.argmax(scores[0]))
-        score = scores[:, class_index]
-    gradients = tape.gradient(score, maps)
+        return maps, scores
+
+    if class_index is None:
+        _, scores = class_scores(grad_model(image[None], training=False))
+        class_index = int(ops.argmax(scores[0]))
+    maps, gradients = _maps_and_gradients(
+        lambda: class_scores(grad_model(image[None], training=False)), conv, class_index
+    )
 
     weights = ops.mean(gradients, axis=(1, 2))  # one weight per channel: (1, C)
     cam = ops.relu(ops.sum(maps * weights[:, None, None, :], axis=-1))[0]
     return _upsample(ops.convert_to_numpy(cam), image.shape[:2]), class_index
+
+
+def _maps_and_gradients(run: Any, conv: Any, class_index: int) -> tuple[Any, Any]:
+    """The conv layer's maps for one forward pass `run()` -> (maps, scores), and the gradient
+    of scores[:, class_index] with respect to them, with the running backend's autodiff."""
+    keras = _keras()
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            maps, scores = run()
+            score = scores[:, class_index]
+        return maps, tape.gradient(score, maps)
+    if backend == "torch":
+        import torch
+
+        with torch.enable_grad():
+            maps, scores = run()
+            maps.retain_grad()  # an intermediate tensor: keep its gradient
+            scores[:, class_index].sum().backward()
+        return maps.detach(), maps.grad
+    if backend == "jax":
+        import jax
+
+        # jax differentiates functions, not tensors: add a zero offset to the conv layer's
+        # output for one pass and take the score's gradient with respect to that offset.
+        maps, _ = run()
+        original = conv.call
+
+        def score_with_offset(offset: Any) -> Any:
+            conv.call = lambda *args, **kwargs: original(*args, **kwargs) + offset
+            try:
+                return run()[1][0, class_index]
+            finally:
+                del conv.call  # the class's own call again
+
+        return maps, jax.grad(score_with_offset)(keras.ops.zeros_like(maps))
+    raise CnnlabError(
+        f"gradcam needs the tensorflow, torch or jax Keras backend, not {backend}; "
+        "run it with KERAS_BACKEND=tensorflow"
+    )
 
 
 def plot_gradcam(
