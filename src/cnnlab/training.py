@@ -149,7 +149,7 @@ def train(
     )
     write_state(run_dir, state)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-    best_model = keras.saving.load_model(run_dir / MODEL_FILE)
+    best_model = load_model(run_dir)
     log.info(
         "finished %s: best epoch %s of %d, model in %s",
         run_dir,
@@ -419,6 +419,9 @@ def load_model(path: str | Path) -> keras.Model:
         hint = "train it first with `cnnlab train`" if path.is_dir() else "check the path"
         raise RunError(f"{model_path}: no model found; {hint}")
     keras = _keras()
+    from cnnlab.layers import custom_layers
+
+    custom_layers()  # registers cnnlab's own layers, so models that use them load
     try:
         return keras.saving.load_model(model_path)
     except Exception as exc:  # Keras raises many types for a damaged archive
