@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
     serve.add_argument(
+        "--keep-size",
+        action="store_true",
+        help="a fully convolutional model (--preset fcn) sees each picture at its own size "
+        "unless a request asks ?keep_size=false",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(handler=_serve)
@@ -476,6 +482,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         top_k=args.top_k,
         onnx=args.onnx,
+        keep_size=args.keep_size,
     )
     return 0
 

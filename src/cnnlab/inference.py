@@ -130,8 +130,20 @@ class Predictor:
         return results
 
     def _predict_whole(self, images: list[Any], top_k: int) -> list[Prediction]:
-        from cnnlab.preprocess import prepare_whole_image
+        self.check_keep_size()
+        results = []
+        for image in images:  # one forward pass each: the sizes differ
+            source = describe_source(image)
+            try:
+                array = self.prepare_whole(image)
+            except ImageError as exc:
+                results.append(Prediction(source, error=str(exc)))
+                continue
+            results.append(self.rank(self.probabilities(array[np.newaxis])[0], source, top_k))
+        return results
 
+    def check_keep_size(self) -> None:
+        """Raise CnnlabError (one line) unless this model takes images at their own size."""
         if not self.any_input_size:
             height, width = self.size
             raise CnnlabError(
@@ -139,18 +151,15 @@ class Predictor:
                 "size; leave that option out, or train a fully convolutional model "
                 "(cnnlab train --preset fcn)"
             )
-        results = []
-        for image in images:  # one forward pass each: the sizes differ
-            source = describe_source(image)
-            try:
-                array = prepare_whole_image(image, min_size=DEFAULT_SIZE).array
-            except ImageError as exc:
-                results.append(Prediction(source, error=str(exc)))
-                continue
-            if self.channels != 1:
-                array = np.repeat(array, self.channels, axis=-1)
-            results.append(self.rank(self.probabilities(array[np.newaxis])[0], source, top_k))
-        return results
+
+    def prepare_whole(self, image: Any) -> np.ndarray:
+        """One whole picture as model input at its own size, (H, W, C); ImageError if unusable."""
+        from cnnlab.preprocess import prepare_whole_image
+
+        array = prepare_whole_image(image, min_size=DEFAULT_SIZE).array
+        if self.channels != 1:
+            array = np.repeat(array, self.channels, axis=-1)
+        return array
 
     def rank(self, probabilities: np.ndarray, source: str, top_k: int = 3) -> Prediction:
         """A Prediction holding the `top_k` most probable classes of one probability row."""
