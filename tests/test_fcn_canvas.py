@@ -13,36 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_integration import (
+    SYSTEM,
+    pytestmark,  # noqa: F401  (pytest reads it: integration, skip-if)
+    train_on_real_data,
+)
 
 from cnnlab.cli import main
-from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.inference import Predictor
-from cnnlab.training import train
 
-SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 TEST_IMAGES = 1000
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not SYSTEM.is_dir(), reason="dataset-fashion-mnist is not installed"),
-]
 
 
 @pytest.fixture(scope="module")
 def fcn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = load_config(
-        preset="fcn",
-        overrides={
-            "data.limit": 5000,
-            "data.data_dir": str(SYSTEM),
-            "data.download": False,
-            "train.epochs": 3,
-            "train.seed": 0,
-            "run.runs_dir": str(tmp_path_factory.mktemp("runs")),
-        },
-    )
-    return train(config).run_dir
+    """`--preset fcn` trained for 3 epochs on a 5,000-image slice of the real data."""
+    return train_on_real_data(tmp_path_factory.mktemp("runs"), limit=5000, epochs=3, preset="fcn")
 
 
 def _on_canvas(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
