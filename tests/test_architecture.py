@@ -27,6 +27,7 @@ STAGES: dict[str, int] = {
     "data": 1,
     "kernels": 1,
     "models": 1,
+    "layers": 1,
     "explain": 1,
     # the run folder, read and written through one class
     "runs": 2,

@@ -40,8 +40,13 @@ RESIDUAL = {
 
 @pytest.mark.parametrize(
     ("architecture", "input_shape"),
-    [("basic_cnn", (28, 28, 1)), (STRIDED, (28, 27, 1)), (RESIDUAL, (13, 13, 3))],
-    ids=["seed", "strided", "residual"],
+    [
+        ("basic_cnn", (28, 28, 1)),
+        ("fcn", (28, 28, 1)),
+        (STRIDED, (28, 27, 1)),
+        (RESIDUAL, (13, 13, 3)),
+    ],
+    ids=["seed", "fcn", "strided", "residual"],
 )
 def test_explanation_matches_keras(architecture: object, input_shape: tuple[int, ...]) -> None:
     if isinstance(architecture, dict):

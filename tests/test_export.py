@@ -239,3 +239,24 @@ def test_a_float32_run_exports_exactly(
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, expected, atol=EXPORT_ATOL)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+@needs_onnx
+def test_a_fully_convolutional_model_exports_with_open_sizes(tmp_path: Path) -> None:
+    """The fcn preset's model (RandomCanvas inside: identity at inference) exports to ONNX with
+    height and width open, and reads a larger picture as the Keras model does."""
+    import keras
+
+    from cnnlab.lite import OnnxPredictor
+    from cnnlab.models import build_model
+
+    keras.utils.set_random_seed(4)
+    model = build_model("fcn", (28, 28, 1), len(CLASS_NAMES))
+    model.save(tmp_path / "model.keras")
+    path = export(tmp_path / "model.keras", ["onnx"])["onnx"]
+    predictor = OnnxPredictor.load(path)
+    assert predictor.any_input_size
+    x = np.random.default_rng(2).random((3, 56, 84, 1)).astype(np.float32)
+    np.testing.assert_allclose(
+        predictor.probabilities(x), model.predict_on_batch(x), atol=EXPORT_ATOL
+    )

@@ -31,17 +31,22 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed model trained for one epoch on a 2,000-image slice of the real data."""
-    config = load_config(
-        overrides={
-            "data.limit": 2000,
-            "data.data_dir": str(SYSTEM),
-            "data.download": False,
-            "train.epochs": 1,
-            "train.seed": 0,
-            "run.runs_dir": str(tmp_path_factory.mktemp("runs")),
-        }
-    )
-    return train(config).run_dir
+    return train_on_real_data(tmp_path_factory.mktemp("runs"), limit=2000, epochs=1)
+
+
+def train_on_real_data(
+    runs_dir: Path, *, limit: int, epochs: int, preset: str | None = None
+) -> Path:
+    """A short seeded training on the first `limit` real training images; its run folder."""
+    overrides = {
+        "data.limit": limit,
+        "data.data_dir": str(SYSTEM),
+        "data.download": False,
+        "train.epochs": epochs,
+        "train.seed": 0,
+        "run.runs_dir": str(runs_dir),
+    }
+    return train(load_config(preset=preset, overrides=overrides)).run_dir
 
 
 def test_trains_the_seed_model_on_real_data(real_run: Path) -> None:

@@ -127,11 +127,36 @@ def test_fully_convolutional_model_predicts_at_any_size() -> None:
     model = build_model("fcn", (28, 28, 1), 10)
     assert model.input_shape == (None, None, None, 1)
     assert not any(type(layer).__name__ in ("Flatten", "Dense") for layer in model.layers)
-    # conv 640 + 36,928 + 18,464 and the 1x1 classifier 32*10 + 10
-    assert model.count_params() == 640 + 36_928 + 18_464 + 330
+    assert type(model.layers[0]).__name__ == "RandomCanvas"  # training only
+    assert type(model.layers[-2]).__name__ == "GlobalMaxPooling2D"
+    assert model.count_params() == 73_834  # the seed's weights, as convolutions
     rng = np.random.default_rng(0)
     for size in (28, 56):
         probabilities = model.predict(rng.random((2, size, size, 1)), verbose=0)
         assert probabilities.shape == (2, 10)
         # Ten float32 probabilities sum to 1 within 10 x 6e-8 on any CPU: 1e-5 is safe.
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_fcn_is_the_seed_model_at_28x28() -> None:
+    """With the seed's Dense weights reshaped into its 2x2 and 1x1 convolutions, the fcn
+    computes what the seed model computes on a 28x28 image."""
+    import numpy as np
+
+    seed = build_model("basic_cnn", (28, 28, 1), 10)
+    fcn = build_model("fcn", (28, 28, 1), 10)
+    seed_weights = [w for layer in seed.layers for w in layer.get_weights()]
+    dense_128, bias_128, dense_10, bias_10 = seed_weights[-4:]
+    fcn.set_weights(
+        [
+            *seed_weights[:-4],
+            dense_128.reshape(2, 2, 32, 128),  # Flatten reads (row, column, channel) in order
+            bias_128,
+            dense_10.reshape(1, 1, 128, 10),
+            bias_10,
+        ]
+    )
+    x = np.random.default_rng(1).random((16, 28, 28, 1)).astype(np.float32)
+    expected, got = seed.predict(x, verbose=0), fcn.predict(x, verbose=0)
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # float32 sums in another order

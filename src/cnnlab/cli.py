@@ -318,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request body may take to arrive before a 408 (default: %(default)s)",
     )
     serve.add_argument(
+        "--keep-size",
+        action="store_true",
+        help="a fully convolutional model (--preset fcn) sees each picture at its own size "
+        "unless a request asks ?keep_size=false",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     _add_unsafe(serve)
@@ -520,6 +526,7 @@ def _serve(args: argparse.Namespace) -> int:
         onnx=args.onnx,
         unsafe=args.unsafe,
         body_timeout_s=args.body_timeout,
+        keep_size=args.keep_size,
     )
     return 0
 

@@ -272,6 +272,10 @@ _RULES: dict[str, Any] = {
     "RandomFlip": _unchanged("flips images at random while training (not at inference)"),
     "RandomTranslation": _unchanged("shifts images at random while training"),
     "RandomErasing": _unchanged("erases a random patch while training"),
+    "RandomCanvas": _unchanged(
+        "places the image at a random spot on a larger black canvas while training "
+        "(not at inference)"
+    ),
     "Add": _merge_add,
     "Concatenate": _concatenate,
 }

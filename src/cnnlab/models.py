@@ -1,9 +1,10 @@
 """Architectures as data: a list of layer specs (TOML or JSON) and the builder that makes a model.
 
 A spec file names the Keras model and lists its layers in order. Each layer is a table with a
-`type` (any class in `keras.layers`) and that class's own keyword arguments, spelled as in
-Keras. Two extra keys make graphs possible: `name` labels a layer and `inputs` lists the layer
-names it reads from (default: the layer before it; `"input"` is the model input), which is how a
+`type` (any class in `keras.layers`, or one of cnnlab's own in `cnnlab.layers`, such as the
+`RandomCanvas` augmentation) and that class's own keyword arguments, spelled as in Keras.
+Two extra keys make graphs possible: `name` labels a layer and `inputs` lists the layer names
+it reads from (default: the layer before it; `"input"` is the model input), which is how a
 residual connection is written. The value `"num_classes"` anywhere stands for the number of
 classes of the data, so one file serves any dataset.
 
@@ -222,9 +223,12 @@ def _make_layer(
     keras: Any, spec: LayerSpec, num_classes: int, source: str, index: int, float32: bool = False
 ) -> Any:
     where = f"{source}: layer {index} ({spec.type})"
-    cls = getattr(keras.layers, spec.type, None)
+    from cnnlab.layers import custom_layers
+
+    own = custom_layers()
+    cls = own.get(spec.type) or getattr(keras.layers, spec.type, None)
     if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
-        known = [n for n in dir(keras.layers) if n[:1].isupper()]
+        known = [n for n in dir(keras.layers) if n[:1].isupper()] + sorted(own)
         hint = _did_you_mean(spec.type, known)
         raise ConfigError(f"{where}: no such Keras layer{hint}")
     options = _substitute(dict(spec.options), num_classes)

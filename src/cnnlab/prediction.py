@@ -137,9 +137,8 @@ class Predictor(abc.ABC):
         top = [(self.class_names[i], float(probs[i])) for i in order]
         return Prediction(source, top=top, probabilities=probs.tolist())
 
-    def _predict_whole(self, images: list[Any], top_k: int) -> list[Prediction]:
-        from cnnlab.preprocess import prepare_whole_image
-
+    def check_keep_size(self) -> None:
+        """Raise CnnlabError (one line) unless this model takes images at their own size."""
         if not self.any_input_size:
             height, width = self.size
             raise CnnlabError(
@@ -147,16 +146,25 @@ class Predictor(abc.ABC):
                 "size; leave that option out, or train a fully convolutional model "
                 "(cnnlab train --preset fcn)"
             )
+
+    def prepare_whole(self, image: Any) -> NDArray[np.float32]:
+        """One whole picture as model input at its own size, (H, W, C); ImageError if unusable."""
+        from cnnlab.preprocess import prepare_whole_image
+
+        array = prepare_whole_image(image, min_size=MODEL_SIZE).array
+        return self._with_channels(array[np.newaxis])[0]
+
+    def _predict_whole(self, images: list[Any], top_k: int) -> list[Prediction]:
+        self.check_keep_size()
         results = []
         for image in images:  # one forward pass each: the sizes differ
             source = describe_source(image)
             try:
-                array = prepare_whole_image(image, min_size=MODEL_SIZE).array
+                array = self.prepare_whole(image)
             except ImageError as exc:
                 results.append(Prediction(source, error=str(exc)))
                 continue
-            array = self._with_channels(array[np.newaxis])
-            results.append(self.rank(self.probabilities(array)[0], source, top_k))
+            results.append(self.rank(self.probabilities(array[np.newaxis])[0], source, top_k))
         return results
 
     def _with_channels(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:

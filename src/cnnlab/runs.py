@@ -314,6 +314,9 @@ class Run:
             )
             raise RunError(f"{path}: no model found; {hint}")
         keras = _keras()
+        from cnnlab.layers import custom_layers
+
+        custom_layers()  # registers cnnlab's own layers, so models that use them load back
         try:
             return keras.saving.load_model(path, safe_mode=not unsafe)
         except Exception as exc:  # Keras raises many types for a damaged archive

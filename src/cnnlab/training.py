@@ -143,7 +143,7 @@ def train(
     state.best_metrics = {k: v for k, v in (best or {}).items() if k != "epoch"}
     run.write_state(state)
     run.remove_backup()
-    best_model = keras.saving.load_model(run.model_file)
+    best_model = run.load_model()
     log.info(
         "finished %s: best epoch %s of %d, model in %s",
         run.dir,

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ImageError
 from cnnlab.prediction import Prediction
 from cnnlab.preprocess import MAX_PIXELS
 from cnnlab.serve import inputs
@@ -114,6 +114,9 @@ class ModelInfo(BaseModel):
     run: str
     backend: str = Field("keras", description="keras, or onnxruntime for an exported model")
     features: bool = Field(True, description="whether /api/features (needs Keras) is available")
+    keep_size: bool = Field(
+        False, description="whether pictures are predicted at their own size unless asked not to"
+    )
     classes: list[str]
     input_shape: list[int | None]
     parameters: int | None
@@ -193,6 +196,14 @@ TopK = Annotated[
     int | None,
     Query(ge=1, le=1000, description="how many classes to return (default: the server's top_k, 3)"),
 ]
+KeepSize = Annotated[
+    bool | None,
+    Query(
+        description="a fully convolutional model sees the whole picture at its own size "
+        "(sides 28 to 1024 pixels) instead of the object fitted to 28x28 (default: the "
+        "server's --keep-size)"
+    ),
+]
 
 
 # --- The app ---------------------------------------------------------------------------------
@@ -206,17 +217,22 @@ def create_app(
     onnx: bool = False,
     unsafe: bool = False,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    keep_size: bool = False,
 ) -> FastAPI:
     """The web app for a run folder (or .keras file); raises CnnlabError if it cannot be loaded.
 
     An .onnx file, or `onnx=True` with a run folder (its model.onnx), serves the exported model
     on ONNX Runtime without TensorFlow; /api/features then answers 501. `unsafe` loads a model
     file that holds Python code (see `cnnlab.runs.Run.load_model`). A request body that takes
-    longer than `body_timeout_s` to arrive is answered 408 and its connection closed.
+    longer than `body_timeout_s` to arrive is answered 408 and its connection closed. With
+    `keep_size`, a fully convolutional model sees each picture at its own size unless a request
+    says otherwise (`?keep_size=false`); a model with a fixed input size refuses it here.
     """
     if max_upload_bytes < 1 or top_k < 1 or not body_timeout_s > 0:
         raise CnnlabError("max_upload_bytes, top_k and body_timeout_s must be positive")
     service = ModelService(run, top_k=top_k, onnx=onnx, unsafe=unsafe)
+    if keep_size:
+        service.predictor.check_keep_size()
     app = FastAPI(
         title="cnnlab",
         version=__version__,
@@ -224,6 +240,7 @@ def create_app(
     )
     app.state.service = service
     app.state.max_upload_bytes = max_upload_bytes
+    app.state.keep_size = keep_size
     app.add_middleware(inputs.BodySizeLimit, max_bytes=max_upload_bytes)
     app.add_middleware(inputs.BodyDeadline, seconds=body_timeout_s)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -290,6 +307,7 @@ def _add_routes(app: FastAPI) -> None:
             run=str(service.run_dir),
             backend=service.predictor.backend,
             features=service.keras,
+            keep_size=request.app.state.keep_size,
             classes=service.class_names,
             input_shape=list(service.predictor.input_shape),
             parameters=service.parameters,
@@ -326,23 +344,31 @@ def _add_routes(app: FastAPI) -> None:
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/predict", tags=["predict"], openapi_extra=IMAGE_BODY, responses=ERRORS)
-    async def predict(request: Request, top_k: TopK = None) -> PredictionOut:
+    async def predict(
+        request: Request, top_k: TopK = None, keep_size: KeepSize = None
+    ) -> PredictionOut:
         """Top-k classes for one image: a file in the form field `file`, or JSON pixels."""
         service = _service(request)
+        whole = _keep_size(request, keep_size)
         image = await _read_image(request)
-        return await run_in_threadpool(_predict_one, service, image, top_k)
+        return await run_in_threadpool(_predict_one, service, image, top_k, whole)
 
     @app.post("/api/predict/batch", tags=["predict"], openapi_extra=BATCH_BODY, responses=ERRORS)
-    async def predict_batch(request: Request, top_k: TopK = None) -> BatchOut:
+    async def predict_batch(
+        request: Request, top_k: TopK = None, keep_size: KeepSize = None
+    ) -> BatchOut:
         """Top-k classes for several files (form field `files`); a bad file gets an error."""
         service = _service(request)
+        whole = _keep_size(request, keep_size)
         items = await inputs.read_batch(
             request, MAX_BATCH_FILES, request.app.state.max_upload_bytes
         )
-        return await run_in_threadpool(_predict_batch, service, items, top_k)
+        return await run_in_threadpool(_predict_batch, service, items, top_k, whole)
 
     @app.post("/api/features", tags=["predict"], openapi_extra=IMAGE_BODY, responses=ERRORS)
-    async def features(request: Request, top_k: TopK = None) -> FeaturesOut:
+    async def features(
+        request: Request, top_k: TopK = None, keep_size: KeepSize = None
+    ) -> FeaturesOut:
         """The prediction, the preprocessed input, and every conv/pooling layer's feature maps."""
         service = _service(request)
         if not service.keras:
@@ -351,13 +377,25 @@ def _add_routes(app: FastAPI) -> None:
                 "feature maps need the Keras model; this server runs an exported ONNX model "
                 "(serve the run folder without --onnx to see them)",
             )
+        whole = _keep_size(request, keep_size)
         image = await _read_image(request)
-        return await run_in_threadpool(_features, service, image, top_k)
+        return await run_in_threadpool(_features, service, image, top_k, whole)
 
 
 def _service(request: Request) -> ModelService:
     service: ModelService = request.app.state.service
     return service
+
+
+def _keep_size(request: Request, asked: bool | None) -> bool:
+    """Whether this request's picture keeps its size; 400 if the model cannot take that."""
+    keep = request.app.state.keep_size if asked is None else asked
+    if keep:
+        try:
+            _service(request).predictor.check_keep_size()
+        except CnnlabError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return bool(keep)
 
 
 async def _read_image(request: Request) -> inputs.ImageInput:
@@ -369,8 +407,15 @@ async def _read_image(request: Request) -> inputs.ImageInput:
 # --- Blocking work (run in the thread pool) ------------------------------------------------
 
 
-def _prepared(service: ModelService, image: inputs.ImageInput) -> NDArray[np.float32]:
+def _prepared(
+    service: ModelService, image: inputs.ImageInput, keep_size: bool = False
+) -> NDArray[np.float32]:
     """The model input for one request's image; a truncated or corrupt image is a 422."""
+    if keep_size:  # the whole picture at its own size
+        try:
+            return service.prepare_whole(image.opened())
+        except ImageError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     batch, errors = service.prepare([image.opened()])
     if errors[0] is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors[0])
@@ -378,18 +423,26 @@ def _prepared(service: ModelService, image: inputs.ImageInput) -> NDArray[np.flo
 
 
 def _predict_one(
-    service: ModelService, image: inputs.ImageInput, top_k: int | None
+    service: ModelService, image: inputs.ImageInput, top_k: int | None, keep_size: bool = False
 ) -> PredictionOut:
-    batch = _prepared(service, image)
+    batch = _prepared(service, image, keep_size)
     prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
     return _prediction_out(prediction, blank=not batch.any())
 
 
 def _predict_batch(
-    service: ModelService, items: list[inputs.ImageInput | inputs.Refused], top_k: int | None
+    service: ModelService,
+    items: list[inputs.ImageInput | inputs.Refused],
+    top_k: int | None,
+    keep_size: bool = False,
 ) -> BatchOut:
     good = [item for item in items if isinstance(item, inputs.ImageInput)]
-    predictions = iter(service.predict([i.opened() for i in good], [i.source for i in good], top_k))
+    if keep_size:  # one forward pass each: the sizes differ
+        predictions = iter([_predict_whole(service, item, top_k) for item in good])
+    else:
+        predictions = iter(
+            service.predict([i.opened() for i in good], [i.source for i in good], top_k)
+        )
     out = []
     for item in items:
         if isinstance(item, inputs.Refused):
@@ -403,8 +456,20 @@ def _predict_batch(
     return BatchOut(predictions=out)
 
 
-def _features(service: ModelService, image: inputs.ImageInput, top_k: int | None) -> FeaturesOut:
-    batch = _prepared(service, image)
+def _predict_whole(
+    service: ModelService, image: inputs.ImageInput, top_k: int | None
+) -> Prediction:
+    try:
+        batch = service.prepare_whole(image.opened())
+    except ImageError as exc:
+        return Prediction(image.source, error=str(exc))
+    return service.rank(service.probabilities(batch)[0], image.source, top_k)
+
+
+def _features(
+    service: ModelService, image: inputs.ImageInput, top_k: int | None, keep_size: bool = False
+) -> FeaturesOut:
+    batch = _prepared(service, image, keep_size)
     model_input = batch[0]
     prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
     layers = {layer.name: type(layer).__name__ for layer in service.model.layers}

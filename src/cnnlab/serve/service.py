@@ -95,6 +95,16 @@ class ModelService:
         with self._decode_lock:
             return self.predictor.prepare(images)
 
+    def prepare_whole(self, image: Any) -> NDArray[np.float32]:
+        """A batch of one: the whole picture at its own size, for a fully convolutional model.
+
+        CnnlabError if this model has a fixed input size; ImageError if the picture is unusable
+        (including sides outside 28..1024 pixels).
+        """
+        self.predictor.check_keep_size()
+        with self._decode_lock:
+            return self.predictor.prepare_whole(image)[np.newaxis]
+
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
         """Class probabilities for a batch of model inputs, one row per input."""
         with self._model_lock:
