@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import keras
 
 DEFAULT_SIZE = (28, 28)
+Box = tuple[int, int, int, int]
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     error: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    """Where the object was found, (left, top, right, bottom) in the picture's pixels."""
 
     @property
     def label(self) -> str | None:
@@ -43,6 +46,7 @@ class Prediction:
             "source": self.source,
             "label": self.label,
             "top": [{"class": c, "probability": p} for c, p in self.top],
+            "box": None if self.box is None else list(self.box),
         }
 
 
@@ -88,12 +92,21 @@ class Predictor:
 
     def prepare(self, images: Iterable[Any]) -> tuple[np.ndarray, list[str | None]]:
         """Model inputs for the images that could be read, and an error (or None) per image."""
-        from cnnlab.preprocess import preprocess_many
+        batch, outcomes = self.prepare_boxed(images)
+        return batch, [o if isinstance(o, str) else None for o in outcomes]
 
-        batch, errors = preprocess_many(list(images), size=self.size)
+    def prepare_boxed(self, images: Iterable[Any]) -> tuple[np.ndarray, list[Box | str | None]]:
+        """Like `prepare`, with each good image's found box (or None) where its error would be.
+
+        The one conversion every path uses (CLI, Python, the page, the API, ONNX):
+        `cnnlab.preprocess.prepare_many`.
+        """
+        from cnnlab.preprocess import prepare_many
+
+        batch, outcomes = prepare_many(list(images), size=self.size)
         if self.channels != 1 and len(batch):
             batch = np.repeat(batch, self.channels, axis=-1)
-        return batch, [None if e is None else str(e) for e in errors]
+        return batch, [str(o) if isinstance(o, ImageError) else o.box for o in outcomes]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of model inputs (one call, no tf.data machinery)."""
@@ -117,16 +130,18 @@ class Predictor:
         images = list(images)
         if keep_size:
             return self._predict_whole(images, top_k)
-        batch, errors = self.prepare(images)
+        batch, outcomes = self.prepare_boxed(images)
         probabilities = self.probabilities(batch)
         results = []
         good = iter(probabilities)
-        for image, error in zip(images, errors, strict=True):
+        for image, outcome in zip(images, outcomes, strict=True):
             source = describe_source(image)
-            if error is not None:
-                results.append(Prediction(source, error=error))
+            if isinstance(outcome, str):
+                results.append(Prediction(source, error=outcome))
                 continue
-            results.append(self.rank(next(good), source, top_k))
+            prediction = self.rank(next(good), source, top_k)
+            prediction.box = outcome
+            results.append(prediction)
         return results
 
     def _predict_whole(self, images: list[Any], top_k: int) -> list[Prediction]:

@@ -93,6 +93,13 @@ class ModelService:
         with self._decode_lock:
             return self.predictor.prepare(images)
 
+    def prepare_boxed(
+        self, images: Sequence[Any]
+    ) -> tuple[NDArray[np.float32], list[tuple[int, int, int, int] | str | None]]:
+        """Like `prepare`, with each good image's found box (or None) in place of its error."""
+        with self._decode_lock:
+            return self.predictor.prepare_boxed(images)
+
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
         """Class probabilities for a batch of model inputs, one row per input."""
         if not len(batch):
@@ -106,12 +113,17 @@ class ModelService:
         self, images: Sequence[Any], sources: Sequence[str], top_k: int | None = None
     ) -> list[Prediction]:
         """Top-k predictions per image; an image that does not decode gets its error instead."""
-        batch, errors = self.prepare(images)
+        batch, outcomes = self.prepare_boxed(images)
         rows = iter(self.probabilities(batch))
-        return [
-            Prediction(source, error=error) if error else self.rank(next(rows), source, top_k)
-            for source, error in zip(sources, errors, strict=True)
-        ]
+        predictions = []
+        for source, outcome in zip(sources, outcomes, strict=True):
+            if isinstance(outcome, str):
+                predictions.append(Prediction(source, error=outcome))
+                continue
+            prediction = self.rank(next(rows), source, top_k)
+            prediction.box = outcome
+            predictions.append(prediction)
+        return predictions
 
     def rank(
         self, probabilities: NDArray[np.float64], source: str, top_k: int | None = None
