@@ -628,8 +628,8 @@ def _find_object(grey: NDArray[np.float32], finder: Finder) -> _Found:
         raw = np.abs(small - surface.at(small.shape))[_frame(small.shape)]
         floor = min(float(np.percentile(raw, 95)), threshold)
         shown = np.ones_like(full_mask)
-    else:  # only the object: the background inside its box goes to 0 too
-        floor = min(2 * _MAD_SIGMA * _mad((small - surface.at(small.shape))[inliers]), threshold)
+    else:  # only the object: the background inside its box goes to 0 too, by the mask
+        floor = 0.0  # (no noise floor: it would erase the faint parts of a garment)
         shown = _upsample(ndimage.binary_dilation(mask, iterations=2), factor, grey.shape)
     peak = float(np.percentile(signed[full_mask], _PEAK_PERCENTILE))
     levels = np.clip((signed - floor) / max(peak - floor, 1.0), 0.0, 1.0) * shown

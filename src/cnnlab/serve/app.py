@@ -72,7 +72,9 @@ class BatchItem(BaseModel):
     source: str
     label: str | None = None
     top: list[ClassProbability] = []
-    box: list[int] | None = Field(None, description="where the object was found, as in predict")
+    box: list[int] | None = Field(
+        default=None, description="where the object was found, as in predict"
+    )
     error: str | None = Field(None, description="why this file was not predicted")
     status: int | None = Field(None, description="the HTTP status the error would have alone")
 

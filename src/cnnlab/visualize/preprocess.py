@@ -62,8 +62,10 @@ def plot_preprocess(steps: Steps, title: str | None = None) -> Figure:
     return fig
 
 
-def _show(ax: Axes, image: np.ndarray, title: str, **levels: float) -> None:
-    ax.imshow(image, cmap="gray", interpolation="nearest", **levels)
+def _show(
+    ax: Axes, image: np.ndarray, title: str, vmin: float | None = None, vmax: float | None = None
+) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest", vmin=vmin, vmax=vmax)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
