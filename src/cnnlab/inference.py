@@ -131,15 +131,25 @@ class Predictor:
         if keep_size:
             return self._predict_whole(images, top_k)
         batch, outcomes = self.prepare_boxed(images)
-        probabilities = self.probabilities(batch)
+        sources = [describe_source(image) for image in images]
+        return self.results(sources, outcomes, self.probabilities(batch), top_k)
+
+    def results(
+        self,
+        sources: Sequence[str],
+        outcomes: Sequence[Box | str | None],
+        probabilities: np.ndarray,
+        top_k: int = 3,
+    ) -> list[Prediction]:
+        """One Prediction per source from `prepare_boxed`'s outcomes and the good ones' rows:
+        the error, or the top-k classes and the found box."""
+        rows = iter(probabilities)
         results = []
-        good = iter(probabilities)
-        for image, outcome in zip(images, outcomes, strict=True):
-            source = describe_source(image)
+        for source, outcome in zip(sources, outcomes, strict=True):
             if isinstance(outcome, str):
                 results.append(Prediction(source, error=outcome))
                 continue
-            prediction = self.rank(next(good), source, top_k)
+            prediction = self.rank(next(rows), source, top_k)
             prediction.box = outcome
             results.append(prediction)
         return results

@@ -205,7 +205,7 @@ def _fabric(scene: _Scene, severity: int) -> None:
     scene.colour = scene.colour * rng.uniform(0.85, 1.0, 3)
 
     def texture() -> Float:
-        y, x = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float64)
+        y, x = _grid()
         weave = np.sin(2 * np.pi * x / period) * np.sin(2 * np.pi * y / period)
         threads = _unit(_blurred(rng.normal(0, 1, (CANVAS, CANVAS)), 0.7))
         return amplitude * (0.7 * weave + 0.3 * threads)
@@ -220,7 +220,7 @@ def _wood(scene: _Scene, severity: int) -> None:
     angle = rng.uniform(0, np.pi)
 
     def texture() -> Float:
-        y, x = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float64)
+        y, x = _grid()
         across = x * math.cos(angle) + y * math.sin(angle)
         warp = 25 * _unit(_blurred(rng.normal(0, 1, (CANVAS, CANVAS)), 30.0))
         rings = np.sin(2 * np.pi * (across + warp) / rng.uniform(9, 16))
@@ -236,7 +236,7 @@ def _gradient(scene: _Scene, severity: int) -> None:
     angle = rng.uniform(0, 2 * np.pi)
 
     def light() -> Float:
-        y, x = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float64) / (CANVAS - 1) - 0.5
+        y, x = _grid() / (CANVAS - 1) - 0.5
         along = x * math.cos(angle) + y * math.sin(angle)
         along = (along - along.min()) / (along.max() - along.min())
         return 1 - drop * along
@@ -251,7 +251,7 @@ def _vignette(scene: _Scene, severity: int) -> None:
     centre = rng.uniform(0.35, 0.65, 2) * CANVAS
 
     def light() -> Float:
-        y, x = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float64)
+        y, x = _grid()
         radius = np.hypot(y - centre[0], x - centre[1]) / (CANVAS * 0.75)
         return np.asarray(1 - drop * np.clip(radius, 0, 1) ** 2)
 
@@ -368,6 +368,11 @@ def _shadow(opacity: Float, rng: np.random.Generator) -> Float:
 def _blurred(values: Float, sigma: float) -> Float:
     """A Gaussian blur of a float array."""
     return np.asarray(ndimage.gaussian_filter(values, sigma), np.float64)
+
+
+def _grid() -> Float:
+    """Each canvas pixel's row and column, as floats (shape (2, CANVAS, CANVAS))."""
+    return np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float64)
 
 
 def _unit(values: Float) -> Float:

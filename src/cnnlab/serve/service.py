@@ -114,16 +114,8 @@ class ModelService:
     ) -> list[Prediction]:
         """Top-k predictions per image; an image that does not decode gets its error instead."""
         batch, outcomes = self.prepare_boxed(images)
-        rows = iter(self.probabilities(batch))
-        predictions = []
-        for source, outcome in zip(sources, outcomes, strict=True):
-            if isinstance(outcome, str):
-                predictions.append(Prediction(source, error=outcome))
-                continue
-            prediction = self.rank(next(rows), source, top_k)
-            prediction.box = outcome
-            predictions.append(prediction)
-        return predictions
+        probabilities = self.probabilities(batch)
+        return self.predictor.results(sources, outcomes, probabilities, self.clamp_top_k(top_k))
 
     def rank(
         self, probabilities: NDArray[np.float64], source: str, top_k: int | None = None
