@@ -3,12 +3,16 @@
 Fashion-MNIST was made from product photos (Zalando's README): trim the edges close to the
 corner colour, resize the longest edge to 28, sharpen, extend the short edge to 28 and centre,
 negate, 8-bit grayscale. `to_model_input` follows the same recipe for any picture (a photo on a
-white or grey background, a drawing on a dark canvas, a transparent cut-out, a 16-bit scan), so
-the model always sees a light object on a black background, float32 in [0, 1], shape (28, 28, 1).
+table, on paper or cloth, in uneven light; a drawing on a dark canvas, a transparent cut-out, a
+16-bit scan), so the model always sees a light object on a black background, float32 in [0, 1],
+shape (28, 28, 1). The recipe is five named steps, grey, background, mask, crop and fit, which
+`preprocess_steps` returns one by one (for `cnnlab visualize preprocess` and the page's box);
+`Finder` says how the object is found, and `benchmarks/photos.py` measured the choices.
 
 The bytes may come from anyone (`cnnlab serve`), so decoding is guarded: the declared size is
 checked before any pixel is decoded and every decoder failure becomes an `ImageError`.
-Only numpy and Pillow are used, so a light (onnxruntime) inference path can reuse this module.
+Only NumPy, Pillow and SciPy are used (no TensorFlow), so the light (onnxruntime) inference
+path runs this same module.
 """
 
 from __future__ import annotations
