@@ -88,15 +88,11 @@ class ModelService:
 
     # --- Predicting -------------------------------------------------------------------------
 
-    def prepare(self, images: Sequence[Any]) -> tuple[NDArray[np.float32], list[str | None]]:
-        """Model inputs for the images that decode, and an error (or None) per image."""
-        with self._decode_lock:
-            return self.predictor.prepare(images)
-
     def prepare_boxed(
         self, images: Sequence[Any]
     ) -> tuple[NDArray[np.float32], list[tuple[int, int, int, int] | str | None]]:
-        """Like `prepare`, with each good image's found box (or None) in place of its error."""
+        """Model inputs for the images that decode, and per image its error, or the box found
+        in it (None for a model-ready array or a blank picture)."""
         with self._decode_lock:
             return self.predictor.prepare_boxed(images)
 
