@@ -28,6 +28,7 @@ STAGES: dict[str, int] = {
     "kernels": 1,
     "models": 1,
     "layers": 1,
+    "photoset": 1,
     "explain": 1,
     # the run folder, read and written through one class
     "runs": 2,

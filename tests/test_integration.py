@@ -85,3 +85,29 @@ def test_predicts_real_images_saved_as_files(
     assert main(["predict", str(real_run), str(png), str(photo)]) == 0
     out = capsys.readouterr().out
     assert out.count("Trouser") >= 2
+
+
+def test_predicts_photo_like_pictures_of_real_test_images(real_run: Path, tmp_path: Path) -> None:
+    from cnnlab.photoset import CONDITIONS, make_photo
+
+    data = load_dataset("fashion_mnist", SYSTEM, download=False)
+    predictor = load_predictor(real_run)
+    # Test images this small model gets right with confidence, one per condition; each drawn
+    # as a photo under its condition (severity 1) and saved as the JPEG a user would have.
+    raw = predictor.probabilities(data.x_test[:500, :, :, np.newaxis] / np.float32(255))
+    sure = np.flatnonzero((raw.argmax(axis=1) == data.y_test[:500]) & (raw.max(axis=1) > 0.9))
+    rng = np.random.default_rng(0)
+    paths, expected = [], []
+    for condition, index in zip(CONDITIONS, sure, strict=False):
+        path = tmp_path / f"{condition}.jpg"
+        path.write_bytes(make_photo(data.x_test[index], condition, 1, rng).jpeg())
+        paths.append(path)
+        expected.append(predictor.class_names[data.y_test[index]])
+    assert len(paths) == len(CONDITIONS)
+
+    labels = [p.label for p in predictor.predict(paths)]
+
+    right = sum(label == want for label, want in zip(labels, expected, strict=True))
+    assert right >= len(paths) - 3, list(
+        zip([p.name for p in paths], labels, expected, strict=True)
+    )

@@ -46,8 +46,8 @@ def test_cli_kinds_match_the_library() -> None:
 def test_every_kind_writes_a_png(
     kind: str, run_copy: Path, picture: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if kind == "convpool":
-        out = run_copy / "convpool.png"  # convpool needs no run: only an image
+    if kind in ("convpool", "preprocess"):
+        out = run_copy / f"{kind}.png"  # these need no run: only an image
         argv = ["visualize", kind, str(picture), "--out", str(out)]
     elif kind in ("features", "gradcam"):
         argv = ["visualize", kind, str(run_copy), str(picture)]

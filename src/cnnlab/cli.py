@@ -29,6 +29,7 @@ VISUAL_KINDS = (
     "features",
     "convpool",
     "gradcam",
+    "preprocess",
 )  # kept in step with cnnlab.visualize.KINDS (a test checks)
 
 
@@ -272,11 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     visualize = commands.add_parser(
         "visualize",
         aliases=["visualise"],
-        help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam",
+        help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam, "
+        "preprocess",
     )
     visualize.add_argument("kind", choices=VISUAL_KINDS, help="which picture")
     visualize.add_argument(
-        "target", help="run folder (for model also an architecture; for convpool the image)"
+        "target",
+        help="run folder (for model also an architecture; for convpool and preprocess the image)",
     )
     visualize.add_argument("image", nargs="?", help="image file for features, gradcam, convpool")
     visualize.add_argument("-o", "--out", type=Path, help="PNG path (default: in the run folder)")

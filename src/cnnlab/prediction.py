@@ -19,9 +19,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError, ImageError
-from cnnlab.preprocess import MODEL_SIZE, describe_source
+from cnnlab.preprocess import MODEL_SIZE, Box, describe_source
 
-__all__ = ["Prediction", "Predictor", "checked_class_names"]
+__all__ = ["Outcome", "Prediction", "Predictor", "checked_class_names"]
+
+Outcome = Box | str | None
+"""What preparing one picture gave: the box where its object was found, its error, or None
+(a model-ready array, or a picture where nothing stood out)."""
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     error: str | None = None
+    box: Box | None = None
+    """Where the object was found, (left, top, right, bottom) in the picture's pixels."""
 
     @property
     def label(self) -> str | None:
@@ -44,6 +50,7 @@ class Prediction:
             "source": self.source,
             "label": self.label,
             "top": [{"class": c, "probability": p} for c, p in self.top],
+            "box": None if self.box is None else list(self.box),
         }
 
 
@@ -87,10 +94,21 @@ class Predictor(abc.ABC):
 
     def prepare(self, images: Iterable[Any]) -> tuple[NDArray[np.float32], list[str | None]]:
         """Model inputs for the images that could be read, and an error (or None) per image."""
-        from cnnlab.preprocess import preprocess_many
+        batch, outcomes = self.prepare_boxed(images)
+        return batch, [o if isinstance(o, str) else None for o in outcomes]
 
-        batch, errors = preprocess_many(list(images), size=self.size)
-        return self._with_channels(batch), [None if e is None else str(e) for e in errors]
+    def prepare_boxed(self, images: Iterable[Any]) -> tuple[NDArray[np.float32], list[Outcome]]:
+        """Like `prepare`, with each good image's found box (or None) where its error would be.
+
+        The one conversion every path uses (CLI, Python, the page, the API, ONNX):
+        `cnnlab.preprocess.prepare_many`.
+        """
+        from cnnlab.preprocess import prepare_many
+
+        batch, outcomes = prepare_many(list(images), size=self.size)
+        return self._with_channels(batch), [
+            str(o) if isinstance(o, ImageError) else o.box for o in outcomes
+        ]
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
         """Class probabilities for a batch of model inputs, one row per input."""
@@ -109,26 +127,29 @@ class Predictor(abc.ABC):
         images = list(images)
         if keep_size:
             return self._predict_whole(images, top_k)
-        batch, errors = self.prepare(images)
+        batch, outcomes = self.prepare_boxed(images)
         sources = [describe_source(image) for image in images]
-        return self.pair(sources, errors, self.probabilities(batch), top_k)
+        return self.pair(sources, outcomes, self.probabilities(batch), top_k)
 
     def pair(
         self,
         sources: Sequence[str],
-        errors: Sequence[str | None],
+        outcomes: Sequence[Outcome],
         probabilities: NDArray[np.float64],
         top_k: int = 3,
     ) -> list[Prediction]:
-        """One Prediction per image: its error, or its ranked row of `probabilities` (which
-        has rows only for the images without an error, in order)."""
+        """One Prediction per image from `prepare_boxed`'s outcomes: its error, or its ranked
+        row of `probabilities` (rows only for the good images, in order) and its box."""
         rows = iter(probabilities)
-        return [
-            Prediction(source, error=error)
-            if error is not None
-            else self.rank(next(rows), source, top_k)
-            for source, error in zip(sources, errors, strict=True)
-        ]
+        results = []
+        for source, outcome in zip(sources, outcomes, strict=True):
+            if isinstance(outcome, str):
+                results.append(Prediction(source, error=outcome))
+                continue
+            prediction = self.rank(next(rows), source, top_k)
+            prediction.box = outcome
+            results.append(prediction)
+        return results
 
     def rank(self, probabilities: NDArray[np.float64], source: str, top_k: int = 3) -> Prediction:
         """A Prediction holding the `top_k` most probable classes of one probability row."""

@@ -3,12 +3,16 @@
 Fashion-MNIST was made from product photos (Zalando's README): trim the edges close to the
 corner colour, resize the longest edge to 28, sharpen, extend the short edge to 28 and centre,
 negate, 8-bit grayscale. `to_model_input` follows the same recipe for any picture (a photo on a
-white or grey background, a drawing on a dark canvas, a transparent cut-out, a 16-bit scan), so
-the model always sees a light object on a black background, float32 in [0, 1], shape (28, 28, 1).
+table, on paper or cloth, in uneven light; a drawing on a dark canvas, a transparent cut-out, a
+16-bit scan), so the model always sees a light object on a black background, float32 in [0, 1],
+shape (28, 28, 1). The recipe is five named steps, grey, background, mask, crop and fit, which
+`preprocess_steps` returns one by one (for `cnnlab visualize preprocess` and the page's box);
+`Finder` says how the object is found, and `benchmarks/photos.py` measured the choices.
 
 The bytes may come from anyone (`cnnlab serve`), so decoding is guarded: the declared size is
 checked before any pixel is decoded and every decoder failure becomes an `ImageError`.
-Only numpy and Pillow are used, so a light (onnxruntime) inference path can reuse this module.
+Only NumPy, Pillow and SciPy are used (no TensorFlow), so the light (onnxruntime) inference
+path runs this same module.
 """
 
 from __future__ import annotations
@@ -22,26 +26,33 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter, ImageOps, ImageStat, UnidentifiedImageError
+from scipy import ndimage
 
 from cnnlab.errors import ImageError
 
 __all__ = [
+    "BORDER_FINDER",
     "MAX_FILE_BYTES",
     "MAX_KEEP_SIZE_EDGE",
     "MAX_PIXELS",
     "MODEL_SIZE",
+    "Box",
+    "Finder",
     "ImageSource",
     "PreparedImage",
+    "Steps",
     "describe_source",
     "load_image",
     "prepare_image",
+    "prepare_many",
     "prepare_whole_image",
     "preprocess_many",
+    "preprocess_steps",
     "to_model_input",
 ]
 
@@ -60,21 +71,10 @@ MAX_KEEP_SIZE_EDGE = 1024
 """Longest edge `prepare_whole_image` accepts: the activations of a 3x3 conv with 64 filters
 over a 1024x1024 float32 image already take 256 MiB."""
 
-_BORDER = 2  # width of the frame the background level is read from
-_THRESHOLD = 0.05 * 255  # distance from the background that makes a pixel object (Zalando: 5%)
 _PEAK_PERCENTILE = 99.5  # the object's full brightness, ignoring a few specular pixels
 _WORKING_EDGE = 1024  # larger pictures are box-reduced first: plenty for a 28-pixel result
 _SHARPEN = ImageFilter.UnsharpMask(radius=1, percent=100, threshold=0)  # Zalando: radius 1
 _TRANSPARENT_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """Model input for one picture; `blank` means nothing stood out, so `array` is all zeros."""
-
-    array: NDArray[np.float32]
-    blank: bool
-    source: str
 
 
 # --- Loading -------------------------------------------------------------------------------
@@ -256,7 +256,98 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-# --- Preprocessing -------------------------------------------------------------------------
+# --- Preprocessing: named steps ----------------------------------------------------------------
+
+Box = tuple[int, int, int, int]
+"""(left, top, right, bottom) in pixels, right and bottom exclusive."""
+
+
+@dataclass(frozen=True)
+class Finder:
+    """How the object is told from its background; the defaults won `benchmarks/photos.py`.
+
+    - `background`: "surface" fits a smooth (quadratic) surface to the background pixels, so a
+      gradient or vignette from uneven light is subtracted; "border" takes the median of the
+      outer frame as one level for the whole picture.
+    - `threshold`: "spread" stands out by `SPREAD_FACTOR` times the background's own measured
+      spread (its MAD, after smoothing), so noise and texture raise the bar; "otsu" splits the
+      distances from the background by Otsu's method; "fixed" is 5% of full scale (Zalando's).
+    - `keep`: "group" keeps the largest group of regions (regions closer than `MERGE_FRACTION`
+      of the picture join a group) and drops specks, dust and separate small objects;
+      "largest" keeps the largest connected region alone; "all" keeps everything that stands out.
+    - `smooth`: the Gaussian sigma, in analysis pixels, applied before thresholding.
+    - `straighten`: turn a tilted object upright (by up to 30 degrees) when that makes its
+      box clearly smaller, as garments are photographed (and Fashion-MNIST was) upright.
+    """
+
+    background: Literal["surface", "border"] = "surface"
+    threshold: Literal["spread", "otsu", "fixed"] = "spread"
+    keep: Literal["group", "largest", "all"] = "group"
+    smooth: float = 1.5
+    straighten: bool = True
+
+
+BORDER_FINDER = Finder(
+    background="border", threshold="fixed", keep="all", smooth=0.0, straighten=False
+)
+"""cnnlab's method before issue 13: border median, 5% threshold, trim to everything."""
+
+SPREAD_FACTOR = 4.0  # how many background spreads (MAD-sigmas) an object pixel stands out by
+MERGE_FRACTION = 0.04  # regions closer than this fraction of the longest edge are one object
+_ANALYSIS_EDGE = 400  # the object is found on a copy this size at most: fast, and plenty
+_MIN_LEVEL = 6.0  # grey levels: the least difference that counts, even on a noiseless picture
+_MIN_AREA = 0.0003  # regions under this fraction of the picture are specks
+_GROUP_AREA = 0.02  # regions under this fraction of the largest do not join its group
+_FIXED_THRESHOLD = 0.05 * 255  # Zalando's 5% (the "fixed" threshold and the old method)
+_FIT_ROUNDS = 3
+_SHARP_EDGE = 0.08  # an edge is sharp when it climbs this fraction of the object's peak per pixel
+_EDGE_REACH = 3  # analysis pixels: how far from a sharp edge the object's box may reach
+_MAX_TILT = 30.0  # degrees
+_TILT_STEP = 2.5
+_TILT_GAIN = 0.93  # straighten only when the upright box shrinks to this fraction or less
+_FIT_STRIDE = 4  # the background surface is fitted on every 4th pixel each way
+_MIN_SURFACE_EDGE = 48  # smaller pictures get one flat background level
+_MAD_SIGMA = 1.4826  # MAD -> standard deviation of a normal distribution
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Every step of one picture's conversion, each inspectable (`cnnlab visualize preprocess`).
+
+    Arrays are at the working size (the picture box-reduced by `scale` so no edge exceeds
+    1,024 pixels); `box` is in the original picture's pixels.
+    """
+
+    grey: NDArray[np.float32]
+    """The picture in grey levels 0..255."""
+    background: NDArray[np.float32]
+    """The background level found under every pixel."""
+    mask: NDArray[np.bool_]
+    """The pixels taken as the object."""
+    box: Box | None
+    """The object's box in the original picture's pixels; None when nothing stood out."""
+    crop: NDArray[np.float32] | None
+    """The box, light on black in [0, 1], before it is fitted to the model's size."""
+    array: NDArray[np.float32]
+    """The model input, shape (height, width, 1), float32 in [0, 1]."""
+    scale: int
+    """Original pixels per working pixel."""
+    object_is_dark: bool
+    """True when the object was darker than its background (and was negated)."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Model input for one picture; `blank` means nothing stood out, so `array` is all zeros.
+
+    `box` is where the object was found, (left, top, right, bottom) in the original picture's
+    pixels; None for a blank picture or a model-ready array.
+    """
+
+    array: NDArray[np.float32]
+    blank: bool
+    source: str
+    box: Box | None = None
 
 
 def to_model_input(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> NDArray[np.float32]:
@@ -270,23 +361,77 @@ def to_model_input(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> ND
     return prepare_image(image, size).array
 
 
-def prepare_image(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> PreparedImage:
-    """Like `to_model_input`, also saying whether anything stood out from the background."""
+def prepare_image(
+    image: ImageSource, size: tuple[int, int] = MODEL_SIZE, finder: Finder = Finder()
+) -> PreparedImage:
+    """Like `to_model_input`, also saying whether anything stood out, and where (`box`)."""
     height, width = _checked_size(size)
     name = describe_source(image)
     if isinstance(image, np.ndarray) and image.shape in ((height, width), (height, width, 1)):
         return _model_ready(image, name)
-
-    picture = load_image(image)
-    try:
-        gray = _grayscale(picture, max(_WORKING_EDGE, 4 * height, 4 * width))
-    except ValueError as exc:  # a mode Pillow cannot convert
-        raise ImageError(f"{name}: cannot convert mode {picture.mode} to grayscale") from exc
-    levels = _object_levels(gray)
-    if levels is None:
+    steps = preprocess_steps(image, (height, width), finder)
+    if steps.box is None:
         logger.debug("%s: nothing stands out from the background", name)
-        return PreparedImage(np.zeros((height, width, 1), np.float32), True, name)
-    return PreparedImage(_fit(levels, (height, width)), False, name)
+    return PreparedImage(steps.array, steps.box is None, name, steps.box)
+
+
+def preprocess_steps(
+    image: ImageSource, size: tuple[int, int] = MODEL_SIZE, finder: Finder = Finder()
+) -> Steps:
+    """Run every step (grey, background, mask, crop, fit) on one picture and keep each result.
+
+    The steps: **grey** (EXIF-upright, transparency composited, one channel in 0..255);
+    **background** (the level of the background under every pixel, see `Finder`); **mask**
+    (the pixels that stand out from it, cleaned of specks, as one object); **crop** (the
+    object's box, negated if it is darker than the background, background at 0, its brightest
+    at 1); **fit** (the longest edge resized to the model's size, sharpened, centred).
+    """
+    height, width = _checked_size(size)
+    picture = load_image(image)
+    grey, scale = _grey_step(
+        picture, describe_source(image), max(_WORKING_EDGE, 4 * height, 4 * width)
+    )
+    if grey.shape == (height, width):  # already the model's size: nothing to crop or resize
+        return _model_sized(grey)
+    found = _find_object(grey, finder)
+    if found.box is None:
+        blank = np.zeros((height, width, 1), np.float32)
+        return Steps(grey, found.background, found.mask, None, None, blank, scale, False)
+    left, top, right, bottom = found.box
+    crop = found.crop
+    box = (
+        left * scale,
+        top * scale,
+        min(right * scale, picture.width),
+        min(bottom * scale, picture.height),
+    )
+    return Steps(
+        grey,
+        found.background,
+        found.mask,
+        box,
+        crop,
+        _fit(crop, (height, width)),
+        scale,
+        found.dark,
+    )
+
+
+def _model_sized(grey: NDArray[np.float32]) -> Steps:
+    """A picture already at the model's size, taken whole as the data was: light on dark.
+
+    Cropping and resizing it again could only blur it; a dark-on-light one (its frame lighter
+    than mid-grey) is negated. A flat picture is blank.
+    """
+    dark = float(np.median(grey[_frame(grey.shape)])) > 127.5
+    levels = (255 - grey if dark else grey) / np.float32(255)
+    background = np.full(grey.shape, 255.0 if dark else 0.0, np.float32)
+    if float(grey.max()) == float(grey.min()):
+        blank = np.zeros((*grey.shape, 1), np.float32)
+        return Steps(grey, background, np.zeros(grey.shape, bool), None, None, blank, 1, dark)
+    box = (0, 0, grey.shape[1], grey.shape[0])
+    mask = np.ones(grey.shape, bool)
+    return Steps(grey, background, mask, box, levels, levels[:, :, np.newaxis], 1, dark)
 
 
 def prepare_whole_image(
@@ -296,8 +441,8 @@ def prepare_whole_image(
 ) -> PreparedImage:
     """The whole picture at its own size, for a fully convolutional model (shape (H, W, 1)).
 
-    The same conversion as `prepare_image` (grayscale, background to 0, a dark object negated so
-    it is light on black, levels stretched) without the trimming, resizing and centring: the
+    The same conversion as `prepare_image` (grey, background, mask: a dark object negated so
+    it is light on black, levels stretched) without the cropping, resizing and centring: the
     model sees every pixel where it is. A 2-D or (H, W, 1) array is taken as model-ready and
     only cast. Pictures smaller than `min_size` or with an edge over `max_edge` are refused
     with an `ImageError` saying so (nothing is resized: that is the point).
@@ -311,14 +456,11 @@ def prepare_whole_image(
 
     picture = load_image(image)
     _check_whole_size(picture.height, picture.width, name, min_size, max_edge)
-    try:
-        gray = _grayscale(picture, max_edge)  # within max_edge already: not reduced
-    except ValueError as exc:  # a mode Pillow cannot convert
-        raise ImageError(f"{name}: cannot convert mode {picture.mode} to grayscale") from exc
-    levels = _object_levels(gray, trim=False)
-    if levels is None:
-        return PreparedImage(np.zeros((*gray.shape, 1), np.float32), True, name)
-    return PreparedImage(levels[:, :, np.newaxis], False, name)
+    grey, _ = _grey_step(picture, name, max_edge)  # within max_edge already: not reduced
+    found = _find_object(grey, Finder(keep="all"))
+    if found.box is None:
+        return PreparedImage(np.zeros((*grey.shape, 1), np.float32), True, name)
+    return PreparedImage(found.levels[:, :, np.newaxis], False, name, found.box)
 
 
 def _model_ready(image: np.ndarray, name: str) -> PreparedImage:
@@ -353,19 +495,28 @@ def preprocess_many(
     Returns the good inputs stacked as (N_good, *size, 1), in order, and one entry per source:
     None where it converted, else its `ImageError`.
     """
+    batch, outcomes = prepare_many(sources, size)
+    return batch, [o if isinstance(o, ImageError) else None for o in outcomes]
+
+
+def prepare_many(
+    sources: Iterable[ImageSource], size: tuple[int, int] = MODEL_SIZE
+) -> tuple[NDArray[np.float32], list[PreparedImage | ImageError]]:
+    """Like `preprocess_many`, with each good source's `PreparedImage` (its box) in its slot."""
     height, width = _checked_size(size)
     arrays: list[NDArray[np.float32]] = []
-    errors: list[ImageError | None] = []
+    outcomes: list[PreparedImage | ImageError] = []
     for source in sources:
         try:
-            arrays.append(to_model_input(source, (height, width)))
+            prepared = prepare_image(source, (height, width))
         except ImageError as exc:
-            errors.append(exc)
+            outcomes.append(exc)
         else:
-            errors.append(None)
+            arrays.append(prepared.array)
+            outcomes.append(prepared)
     if not arrays:
-        return np.zeros((0, height, width, 1), np.float32), errors
-    return np.stack(arrays), errors
+        return np.zeros((0, height, width, 1), np.float32), outcomes
+    return np.stack(arrays), outcomes
 
 
 def _checked_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -375,13 +526,19 @@ def _checked_size(size: tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-def _grayscale(image: Image.Image, max_edge: int) -> NDArray[np.float32]:
-    """Intensities as float32 in 0..255, box-reduced so that no edge exceeds `max_edge`."""
-    gray = _flatten(image)
-    factor = -(-max(gray.size) // max_edge)
+# --- Step 1: grey ----------------------------------------------------------------------------
+
+
+def _grey_step(picture: Image.Image, name: str, max_edge: int) -> tuple[NDArray[np.float32], int]:
+    """Intensities as float32 in 0..255, box-reduced by the returned factor to fit `max_edge`."""
+    try:
+        grey = _flatten(picture)
+    except ValueError as exc:  # a mode Pillow cannot convert
+        raise ImageError(f"{name}: cannot convert mode {picture.mode} to grayscale") from exc
+    factor = -(-max(grey.size) // max_edge)
     if factor > 1:
-        gray = gray.reduce(factor)
-    return np.asarray(gray, dtype=np.float32)
+        grey = grey.reduce(factor)
+    return np.asarray(grey, dtype=np.float32), max(factor, 1)
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -417,7 +574,7 @@ def _to_255(values: np.ndarray, full_scale: float | None = None) -> NDArray[np.f
 def _composite(image: Image.Image) -> Image.Image:
     """Flatten transparency onto white, or onto black when the visible content is light.
 
-    Either way the object then stands out from its backdrop; `_object_levels` makes it light.
+    Either way the object then stands out from its backdrop; the mask step makes it light.
     """
     rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
     gray = rgba.convert("L")
@@ -428,51 +585,247 @@ def _composite(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(backdrop, rgba).convert("L")
 
 
-def _object_levels(gray: NDArray[np.float32], trim: bool = True) -> NDArray[np.float32] | None:
-    """The object trimmed from its background, light on black in [0, 1]; None if blank.
+# --- Steps 2 and 3: background and mask --------------------------------------------------------
 
-    With `trim=False` the whole frame is kept, levelled the same way.
 
-    The background level is the median of the outer frame, as Zalando trimmed by the corner
-    colour. A darker object (a product photo on white) is negated, as Fashion-MNIST was; a light
-    one (a drawing on a dark canvas, Fashion-MNIST itself) is kept. The background's own noise
-    maps to 0 and the object's brightest level to 1.
+@dataclass(frozen=True)
+class _Found:
+    background: NDArray[np.float32]
+    mask: NDArray[np.bool_]
+    box: Box | None  # at the working size
+    levels: NDArray[np.float32]  # the object light on black in [0, 1], the whole frame
+    crop: NDArray[np.float32]  # the object's box of `levels` (turned upright if it was tilted)
+    dark: bool
+
+
+def _find_object(grey: NDArray[np.float32], finder: Finder) -> _Found:
+    """Find the object on `grey` (working size); the search runs on a copy of at most 400 px."""
+    factor = -(-max(grey.shape) // _ANALYSIS_EDGE)
+    small = np.asarray(Image.fromarray(grey, "F").reduce(factor)) if factor > 1 else grey
+    smooth = ndimage.gaussian_filter(small, finder.smooth) if finder.smooth else small
+
+    if finder.background == "surface" and min(small.shape) >= _MIN_SURFACE_EDGE:
+        surface, inliers = _fit_surface(small, smooth)
+    else:
+        frame = _frame(small.shape)
+        surface = _Surface(np.array([float(np.median(small[frame]))]))
+        inliers = frame
+    difference = smooth - surface.at(small.shape)
+    spread = _MAD_SIGMA * _mad(difference[inliers])
+    distance = np.abs(difference)
+    threshold = _threshold(finder, distance, spread)
+    mask = _keep(distance > threshold, finder.keep)
+    background = surface.at(grey.shape)
+    if not mask.any():
+        nothing = np.zeros_like(grey)
+        return _Found(background, np.zeros(grey.shape, bool), None, nothing, nothing, False)
+
+    dark = float(difference[mask].mean()) < 0
+    signed = (background - grey) if dark else (grey - background)
+    full_mask = _upsample(mask, factor, grey.shape)
+    # Smoothing spreads an edge outwards; the box is where the unsmoothed pixels stand out.
+    core = mask & (np.abs(small - surface.at(small.shape)) > threshold)
+    if finder.keep != "all":
+        core = _near_sharp_edges(core, small, mask, float(np.percentile(distance[mask], 99.5)))
+    full_core = _upsample(core, factor, grey.shape) if core.any() else full_mask
+    box = _bounds(full_core)
+    if finder.keep == "all":  # the old way: the whole frame, its noise clipped below a floor
+        raw = np.abs(small - surface.at(small.shape))[_frame(small.shape)]
+        floor = min(float(np.percentile(raw, 95)), threshold)
+        shown = np.ones_like(full_mask)
+    else:  # only the object: the background inside its box goes to 0 too, by the mask
+        floor = 0.0  # (no noise floor: it would erase the faint parts of a garment)
+        shown = _upsample(ndimage.binary_dilation(mask, iterations=2), factor, grey.shape)
+    peak = float(np.percentile(signed[full_mask], _PEAK_PERCENTILE))
+    levels = np.clip((signed - floor) / max(peak - floor, 1.0), 0.0, 1.0) * shown
+    levels = levels.astype(np.float32)
+    left, top, right, bottom = box
+    angle = _tilt(core) if finder.straighten and finder.keep != "all" else 0.0
+    crop = _straightened(levels, full_core, box, angle) if angle else levels[top:bottom, left:right]
+    return _Found(background, full_mask, box, levels, crop, dark)
+
+
+def _near_sharp_edges(
+    core: NDArray[np.bool_], small: NDArray[np.float32], mask: NDArray[np.bool_], peak: float
+) -> NDArray[np.bool_]:
+    """The object's pixels near a sharp edge: a soft shadow beside it has none and drops out."""
+    gradient = ndimage.gaussian_gradient_magnitude(small, 1.0)
+    sharp = (gradient > _SHARP_EDGE * peak) & ndimage.binary_dilation(mask, iterations=2)
+    if not sharp.any():
+        return core
+    near = core & ndimage.binary_dilation(sharp, iterations=_EDGE_REACH)
+    return near if near.any() else core
+
+
+def _bounds(mask: NDArray[np.bool_]) -> Box:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _tilt(core: NDArray[np.bool_]) -> float:
+    """How far (degrees) the object is turned from its smallest upright box; 0 if barely."""
+    ys, xs = np.nonzero(core)
+    if len(xs) < 20:
+        return 0.0
+    angles = np.radians(np.arange(-_MAX_TILT, _MAX_TILT + 0.1, _TILT_STEP))
+    cos, sin = np.cos(angles)[:, np.newaxis], np.sin(angles)[:, np.newaxis]
+    turned_x = xs * cos - ys * sin
+    turned_y = xs * sin + ys * cos
+    areas = np.ptp(turned_x, axis=1) * np.ptp(turned_y, axis=1)
+    best = int(areas.argmin())
+    upright = int(np.argmin(np.abs(angles)))
+    if areas[best] > _TILT_GAIN * areas[upright]:
+        return 0.0
+    return float(np.degrees(angles[best]))
+
+
+def _straightened(
+    levels: NDArray[np.float32], core: NDArray[np.bool_], box: Box, angle: float
+) -> NDArray[np.float32]:
+    """The object turned upright by `angle` degrees and cropped to its new box."""
+    left, top, right, bottom = box
+    margin = max(right - left, bottom - top) // 2
+    region = np.s_[max(top - margin, 0) : bottom + margin, max(left - margin, 0) : right + margin]
+    turned = ndimage.rotate(levels[region], -angle, reshape=True, order=1)
+    turned_core = ndimage.rotate(core[region].astype(np.float32), -angle, reshape=True, order=1)
+    inside = turned_core > 0.5
+    if not inside.any():
+        return levels[top:bottom, left:right]
+    new_left, new_top, new_right, new_bottom = _bounds(inside)
+    return np.clip(turned[new_top:new_bottom, new_left:new_right], 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Surface:
+    """A background level as a polynomial in x and y (1 term: flat; 6 terms: quadratic)."""
+
+    coefficients: NDArray[np.float64]
+    low: float = -np.inf
+    high: float = np.inf
+
+    def at(self, shape: tuple[int, ...]) -> NDArray[np.float32]:
+        """The level at every pixel of a picture of `shape` (coordinates relative to its size)."""
+        c = self.coefficients
+        if len(c) == 1:
+            return np.full(shape, c[0], np.float32)
+        y = ((np.arange(shape[0]) + 0.5) / shape[0] - 0.5)[:, np.newaxis]
+        x = ((np.arange(shape[1]) + 0.5) / shape[1] - 0.5)[np.newaxis, :]
+        level = c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y
+        return np.clip(level, self.low, self.high).astype(np.float32)
+
+
+def _fit_surface(
+    grey: NDArray[np.float32], smooth: NDArray[np.float32]
+) -> tuple[_Surface, NDArray[np.bool_]]:
+    """A quadratic fitted to the background pixels, found by a few rounds of rejection.
+
+    It starts from the outer frame's median; each round refits on the pixels whose smoothed
+    value lies within 3 spreads of the last surface, so the object (far from it) drops out.
     """
-    border = _border(gray)
-    background = float(np.median(border))
-    difference = gray - background
-    foreground = _foreground(np.abs(difference))
-    if not foreground.any():
-        return None
-    if difference[foreground].mean() < 0:
-        difference = -difference
-    rows = np.flatnonzero(foreground.any(axis=1))
-    cols = np.flatnonzero(foreground.any(axis=0))
-    crop = difference[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if trim else difference
-    noise = min(float(np.percentile(np.abs(border - background), 95)), _THRESHOLD)
-    peak = float(np.percentile(difference[foreground], _PEAK_PERCENTILE))
-    return np.clip((crop - noise) / max(peak - noise, 1.0), 0.0, 1.0)
+    frame = _frame(grey.shape)
+    level = float(np.median(grey[frame]))
+    spread = _MAD_SIGMA * _mad(smooth[frame] - level)
+    inliers = np.abs(smooth - level) <= max(3 * spread, _MIN_LEVEL)
+    y = ((np.arange(grey.shape[0]) + 0.5) / grey.shape[0] - 0.5)[:, np.newaxis]
+    x = ((np.arange(grey.shape[1]) + 0.5) / grey.shape[1] - 0.5)[np.newaxis, :]
+    terms = [np.ones_like(grey), x, y, x * x, x * y, y * y]
+    sample = np.s_[::_FIT_STRIDE, ::_FIT_STRIDE]
+    design = np.stack([np.broadcast_to(t, grey.shape)[sample].ravel() for t in terms], axis=1)
+    values_sampled = grey[sample].ravel()
+    surface = _Surface(np.array([level]))
+    for _ in range(_FIT_ROUNDS):
+        if inliers.mean() < 0.1:  # too little background seen to fit a shape: keep it flat
+            break
+        chosen = inliers[sample].ravel()
+        used = design[chosen]  # least squares by its 6x6 normal equations: cheap and enough
+        coefficients, *_ = np.linalg.lstsq(
+            used.T @ used, used.T @ values_sampled[chosen], rcond=None
+        )
+        values = smooth[inliers]
+        surface = _Surface(coefficients, float(values.min()), float(values.max()))
+        residual = smooth - surface.at(grey.shape)
+        spread = _MAD_SIGMA * _mad(residual[inliers])
+        inliers = np.abs(residual) <= max(3 * spread, _MIN_LEVEL)
+    return surface, inliers
 
 
-def _border(gray: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The pixels of the outer frame (two pixels wide, one for tiny images)."""
-    b = _BORDER if min(gray.shape) > 2 * _BORDER else 1
-    inner = gray[b:-b]
-    return np.concatenate(
-        [gray[:b].ravel(), gray[-b:].ravel(), inner[:, :b].ravel(), inner[:, -b:].ravel()]
+def _threshold(finder: Finder, distance: NDArray[np.float32], spread: float) -> float:
+    """How far from the background a pixel must be to count as object."""
+    if finder.threshold == "fixed":
+        return _FIXED_THRESHOLD
+    if finder.threshold == "otsu":
+        return max(_otsu(distance), _MIN_LEVEL)
+    return max(SPREAD_FACTOR * spread, _MIN_LEVEL)
+
+
+def _keep(stands_out: NDArray[np.bool_], keep: str) -> NDArray[np.bool_]:
+    """The object among the pixels that stand out: specks dropped, the main group kept."""
+    if keep == "all":  # the old rule: isolated pixels (JPEG noise, dust) do not count
+        neighbours = ndimage.uniform_filter(stands_out.astype(np.float32), 3, mode="constant")
+        return stands_out & (neighbours * 9 >= 2 - 1e-3)
+    closed = ndimage.binary_erosion(
+        ndimage.binary_dilation(stands_out, iterations=1), iterations=1, border_value=1
     )
+    labels, count = ndimage.label(closed)
+    if count == 0:
+        return closed
+    areas = np.bincount(labels.ravel())[1:]
+    largest = int(areas.argmax())
+    if keep == "largest":
+        return np.asarray(ndimage.binary_fill_holes(labels == largest + 1), bool)
+    big = areas >= max(_MIN_AREA * stands_out.size, _GROUP_AREA * areas[largest])
+    kept = np.concatenate([[False], big])[labels]
+    reach = max(1, round(MERGE_FRACTION * max(stands_out.shape) / 2))
+    groups, _ = ndimage.label(ndimage.binary_dilation(kept, iterations=reach))
+    group_areas = np.bincount(groups.ravel(), weights=kept.ravel())
+    group_areas[0] = 0
+    chosen = kept & (groups == int(group_areas.argmax()))
+    return np.asarray(ndimage.binary_fill_holes(chosen), bool)
 
 
-def _foreground(distance: NDArray[np.float32]) -> NDArray[np.bool_]:
-    """Pixels far enough from the background; isolated ones (JPEG noise, dust) do not count."""
-    stands_out = distance > _THRESHOLD
-    padded = np.pad(stands_out, 1).astype(np.uint8)
-    height, width = stands_out.shape
-    neighbourhood = np.zeros((height, width), np.uint8)  # how many of the 3x3 stand out
-    for dy in range(3):
-        for dx in range(3):
-            neighbourhood += padded[dy : dy + height, dx : dx + width]
-    return stands_out & (neighbourhood >= 2)
+def _otsu(values: NDArray[np.float32]) -> float:
+    """Otsu's threshold: the level that best splits `values` into two classes."""
+    counts, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centres[int(between.argmax())])
+
+
+def _frame(shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """The outer frame: 3% of the shorter edge wide, at least one pixel."""
+    width = max(1, min(shape) * 3 // 100) if min(shape) > 4 else 1
+    frame = np.ones(shape[:2], bool)
+    frame[width:-width, width:-width] = False
+    return frame
+
+
+def _mad(values: NDArray[np.float32]) -> float:
+    """Median absolute deviation from the median."""
+    if not values.size:
+        return 0.0
+    return float(np.median(np.abs(values - np.median(values))))
+
+
+def _upsample(mask: NDArray[np.bool_], factor: int, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """A mask from the analysis copy at the working size."""
+    if factor == 1:
+        return mask
+    big = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+    padded = np.pad(
+        big,
+        ((0, max(0, shape[0] - big.shape[0])), (0, max(0, shape[1] - big.shape[1]))),
+        mode="edge",
+    )
+    return padded[: shape[0], : shape[1]]
+
+
+# --- Steps 4 and 5: crop and fit ---------------------------------------------------------------
 
 
 def _fit(levels: NDArray[np.float32], size: tuple[int, int]) -> NDArray[np.float32]:

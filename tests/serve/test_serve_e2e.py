@@ -160,6 +160,34 @@ def test_uploading_an_image_shows_its_class(
     screenshot(page, "upload")
 
 
+def test_a_chosen_photo_shows_the_box_that_was_found(page: Page, tmp_path: Path) -> None:
+    import numpy as np
+
+    from cnnlab.photoset import CANVAS, make_photo
+    from cnnlab.preprocess import prepare_image
+
+    garment = np.zeros((28, 28), np.uint8)
+    garment[3:25, 7:21] = 220  # a dress-like block, drawn off-centre on paper with a shadow
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(make_photo(garment, "shadow", 1, np.random.default_rng(3)).jpeg())
+    found = prepare_image(path).box
+    assert found is not None
+
+    page.set_input_files("#file", path)
+    outline = page.locator("#found-box")
+    outline.wait_for(state="visible")
+    assert outline.get_attribute("data-box") == ",".join(map(str, found))
+    zone, drawn = page.locator("#drop-zone").bounding_box(), outline.bounding_box()
+    assert zone is not None and drawn is not None
+    scale = zone["width"] / CANVAS  # the square photo fills the square pad
+    assert abs(drawn["x"] - zone["x"] - found[0] * scale) < 3
+    assert abs(drawn["width"] - (found[2] - found[0]) * scale) < 4
+    screenshot(page, "photo-box")
+
+    page.click("#clear")
+    assert not outline.is_visible()
+
+
 def test_drawing_updates_the_prediction_and_clear_really_clears(page: Page) -> None:
     assert canvas_stats(page)["lit"] == 0
     drag(page, [(0.2, 0.2), (0.8, 0.2)])

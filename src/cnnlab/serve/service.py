@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import load_predictor
-from cnnlab.prediction import Prediction
+from cnnlab.prediction import Outcome, Prediction
 from cnnlab.runs import Run
 from cnnlab.visualize._common import to_png
 
@@ -90,10 +90,11 @@ class ModelService:
 
     # --- Predicting -------------------------------------------------------------------------
 
-    def prepare(self, images: Sequence[Any]) -> tuple[NDArray[np.float32], list[str | None]]:
-        """Model inputs for the images that decode, and an error (or None) per image."""
+    def prepare_boxed(self, images: Sequence[Any]) -> tuple[NDArray[np.float32], list[Outcome]]:
+        """Model inputs for the images that decode, and per image its error, or the box found
+        in it (None for a model-ready array or a blank picture)."""
         with self._decode_lock:
-            return self.predictor.prepare(images)
+            return self.predictor.prepare_boxed(images)
 
     def prepare_whole(self, image: Any) -> NDArray[np.float32]:
         """A batch of one: the whole picture at its own size, for a fully convolutional model.
@@ -114,9 +115,9 @@ class ModelService:
         self, images: Sequence[Any], sources: Sequence[str], top_k: int | None = None
     ) -> list[Prediction]:
         """Top-k predictions per image; an image that does not decode gets its error instead."""
-        batch, errors = self.prepare(images)
+        batch, outcomes = self.prepare_boxed(images)
         probabilities = self.probabilities(batch)
-        return self.predictor.pair(sources, errors, probabilities, self.clamp_top_k(top_k))
+        return self.predictor.pair(sources, outcomes, probabilities, self.clamp_top_k(top_k))
 
     def rank(
         self, probabilities: NDArray[np.float64], source: str, top_k: int | None = None

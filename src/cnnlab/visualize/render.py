@@ -15,8 +15,19 @@ from cnnlab.errors import CnnlabError, RunError
 from cnnlab.runs import Run
 from cnnlab.visualize._common import save_png
 
-KINDS = ("model", "history", "confusion", "errors", "filters", "features", "convpool", "gradcam")
-NEEDS_IMAGE = frozenset({"features", "convpool", "gradcam"})
+KINDS = (
+    "model",
+    "history",
+    "confusion",
+    "errors",
+    "filters",
+    "features",
+    "convpool",
+    "gradcam",
+    "preprocess",
+)
+IMAGE_ONLY = frozenset({"convpool", "preprocess"})  # `cnnlab visualize KIND IMAGE`: no run
+NEEDS_IMAGE = frozenset({"features", "convpool", "gradcam", "preprocess"})
 SHOWN_INIT_KERNELS = 18  # 2 x 9: the whitening filters of 3x3 patches and their negations
 
 
@@ -42,12 +53,12 @@ def render(
 ) -> Rendered:
     """Make the picture `kind` for `target` (a run folder; for `model` also an architecture).
 
-    `convpool` needs only an image, given as `target` or `image`. `unsafe` loads a model file
-    that holds Python code (see `cnnlab.runs.Run.load_model`).
+    `convpool` and `preprocess` need only an image, given as `target` or `image`. `unsafe`
+    loads a model file that holds Python code (see `cnnlab.runs.Run.load_model`).
     """
     if kind not in KINDS:
         raise CnnlabError(f"unknown picture {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind == "convpool" and image is None:
+    if kind in IMAGE_ONLY and image is None:
         target, image = "", target
     if kind in NEEDS_IMAGE and image is None:
         raise CnnlabError(f"`visualize {kind}` needs an image: cnnlab visualize {kind} RUN IMAGE")
@@ -205,6 +216,15 @@ def _convpool(image: Any = None, **_: Any) -> tuple[Any, str]:
     return plot_convpool(to_model_input(image)), ""
 
 
+def _preprocess(image: Any = None, **_: Any) -> tuple[Any, str]:
+    from cnnlab.preprocess import preprocess_steps
+    from cnnlab.visualize.preprocess import plot_preprocess
+
+    steps = preprocess_steps(image)
+    box = "nothing stood out" if steps.box is None else f"found box {list(steps.box)}"
+    return plot_preprocess(steps), f"{box} (left, top, right, bottom in the picture's pixels)"
+
+
 _PICTURES: dict[str, Any] = {
     "model": _model,
     "history": _history,
@@ -214,4 +234,5 @@ _PICTURES: dict[str, Any] = {
     "features": _features,
     "convpool": _convpool,
     "gradcam": _gradcam,
+    "preprocess": _preprocess,
 }

@@ -98,6 +98,7 @@ function useFile(file) {
 }
 
 function showUpload(file) {
+  showBox(null);
   const preview = $("upload-preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.removeAttribute("src");
@@ -193,12 +194,40 @@ function showAnswer(answer) {
     status.replaceChildren("Looks like ", element("strong", {}, prediction.label));
   }
   showBars(prediction.top);
+  showBox(state.source === "canvas" ? null : prediction.box);
   if (!answer.input) return;
   const input = $("input-image");
   input.src = answer.input.image;
   input.hidden = false;
   $("input-empty").hidden = true;
   showMaps(answer.input, answer.layers);
+}
+
+// The box where the garment was found, drawn over the chosen image (which is shown
+// object-fit: contain, so the box is placed the same way), as percentages of the pad.
+function showBox(box) {
+  const outline = $("found-box");
+  const preview = $("upload-preview");
+  if (!box || preview.hidden) {
+    outline.hidden = true;
+    return;
+  }
+  if (!preview.complete || !preview.naturalWidth) {
+    preview.addEventListener("load", () => showBox(box), { once: true });
+    return;
+  }
+  const zone = $("drop-zone");
+  const [width, height] = [zone.clientWidth, zone.clientHeight];
+  const scale = Math.min(width / preview.naturalWidth, height / preview.naturalHeight);
+  const offsetX = (width - preview.naturalWidth * scale) / 2;
+  const offsetY = (height - preview.naturalHeight * scale) / 2;
+  const [left, top, right, bottom] = box;
+  outline.style.left = `${(100 * (offsetX + left * scale)) / width}%`;
+  outline.style.top = `${(100 * (offsetY + top * scale)) / height}%`;
+  outline.style.width = `${(100 * (right - left) * scale) / width}%`;
+  outline.style.height = `${(100 * (bottom - top) * scale) / height}%`;
+  outline.dataset.box = box.join(",");
+  outline.hidden = false;
 }
 
 function showBars(top) {
