@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_flags(train)
     train.set_defaults(handler=_train)
 
+    _add_sweep_command(commands)
+
     evaluate = commands.add_parser("evaluate", help="test metrics, per-class report, confusion")
     evaluate.add_argument("run", type=Path, help="run folder")
     _add_data_dir(evaluate)
@@ -328,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(bench)
     bench.set_defaults(handler=_bench)
     return parser
+
+
+def _add_sweep_command(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="grid or random search over settings and seeds, as Ray Tune trials"
+    )
+    sweep.add_argument("file", type=Path, help="the sweep's TOML file (see README)")
+    sweep.add_argument(
+        "--address",
+        help="an existing Ray cluster (e.g. ray://HOST:10001 or auto); default: a local Ray",
+    )
+    sweep.add_argument("--out", type=Path, help="sweep folder (default: RUNS_DIR/NAME)")
+    sweep.add_argument(
+        "--overwrite", action="store_true", help="delete an existing sweep folder first"
+    )
+    sweep.set_defaults(handler=_sweep)
 
 
 def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
@@ -482,6 +500,22 @@ def _without_option(argv: list[str], option: str) -> list[str]:
         elif not token.startswith(option + "="):
             kept.append(token)
     return kept
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from cnnlab.sweep import format_table, load_sweep, require_ray, run_sweep
+
+    require_ray()  # before the file: without Ray, nothing else matters
+    sweep = load_sweep(args.file, out=args.out)
+    result = run_sweep(sweep, address=args.address, overwrite=args.overwrite)
+    print(format_table(result, sweep), end="")
+    test = result.winner_test
+    print(
+        f"winner: {result.trials[0]['run_dir']}  test accuracy "
+        f"{test.get('test_accuracy', float('nan')):.4f}  (only the winner is tested)"
+    )
+    print(f"trials: {result.trials_file}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

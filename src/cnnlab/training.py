@@ -125,7 +125,7 @@ def train(
         epochs=config.train.epochs,
         callbacks=processes.keep_callbacks([*own, *callbacks]),
         shuffle=False,  # the dataset reshuffles itself each epoch
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=1 if _is_terminal(sys.stdout) else 2,
     )
     state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
     leave(processes)
@@ -171,6 +171,12 @@ def _decide(config: Config, run: Run, state: RunState, processes: Processes) -> 
             "add --overwrite to start over"
         )
     return _same_config_or_fail(config, run).to_toml()
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether `stream` is a terminal (a stand-in such as Ray's has no isatty: it is not)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
 
 
 def _history_of(fitted: Any) -> History:
