@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnlab.cli import _without_option, main
+from cnnlab.config import Config
 from cnnlab.distributed import (
     ENV_COORDINATOR,
     ENV_NUM_PROCESSES,
@@ -126,3 +128,18 @@ def _pythonpath() -> str:
 
     src = str(Path(cnnlab.__file__).parent.parent)
     return os.pathsep.join([src, str(TESTS), os.environ.get("PYTHONPATH", "")])
+
+
+def test_an_interrupted_run_is_not_resumed_by_several_processes(
+    tmp_path: Path, tiny_config: Callable[..., Config], tiny_npz: Path, tiny_arch: Path
+) -> None:
+    from cnnlab.runs import Run, RunState
+    from cnnlab.training import _decide
+
+    config = tiny_config(tmp_path, tiny_npz, tiny_arch)
+    run = Run(config.run_dir)
+    team = Processes(0, 2, ("cpu:0", "cpu:1"))
+    assert "seed = 7" in _decide(config, run, RunState(), team)  # a new run: its config
+    assert _decide(config, run, RunState(status="finished"), team) == ""  # nothing to do
+    with pytest.raises(CnnlabError, match=r"not supported with several processes.*--overwrite"):
+        _decide(config, run, RunState(status="running"), team)
