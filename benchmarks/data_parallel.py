@@ -1,10 +1,11 @@
 """Images per second of data-parallel training: one process, N processes, N devices.
 
-Each setting is one `cnnlab train` in its own processes on the JAX backend (KERAS_BACKEND=jax),
-the same global batch for all; the figure is the training images of an epoch over the seconds
-of the last epoch (the first one also compiles). Prints a Markdown table.
+Each setting is one `cnnlab train` in its own processes on the JAX backend (and, for scale,
+one on the TensorFlow backend), the same global batch for all; the figure is the training
+images of an epoch over the seconds of the last epoch (the first one also compiles). Prints a
+Markdown table.
 
-    KERAS_BACKEND=jax python benchmarks/data_parallel.py --limit 12000 --epochs 2
+    python benchmarks/data_parallel.py --limit 12000 --epochs 2
 
 On a 2-core CPU two processes share the same two cores, so expect no speed-up there: this
 shows the overhead of the collectives. The speed-up belongs to machines with a core (or a
@@ -33,20 +34,20 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion_mnist")
     args = parser.parse_args()
 
-    settings = {
-        "1 process": [],
-        f"{args.processes} processes": ["--processes", str(args.processes)],
-        f"1 process, {args.processes} devices": ["--devices", str(args.processes)],
+    settings = {  # name: (backend, flags)
+        "1 process": ("jax", []),
+        f"{args.processes} processes": ("jax", ["--processes", str(args.processes)]),
+        f"1 process, {args.processes} devices": ("jax", ["--devices", str(args.processes)]),
+        "1 process, TensorFlow backend (for scale)": ("tensorflow", []),
     }
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
     print(
         f"| setting | images/s (last epoch) | epoch s | val accuracy |  ({args.model}, "
         f"{args.limit} images, global batch {args.batch_size}, {args.epochs} epochs)"
     )
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as runs:
-        for name, flags in settings.items():
-            run = Path(runs) / name.replace(" ", "_").replace(",", "")
+        for name, (backend, flags) in settings.items():
+            run = Path(runs) / "".join(c if c.isalnum() else "_" for c in name)
             command = [
                 *(sys.executable, "-m", "cnnlab", "train"),
                 *("--model", args.model, "--dataset", args.dataset),
@@ -55,6 +56,7 @@ def main() -> None:
                 *("--precision", "float32", "--runs-dir", runs, "--name", run.name),
                 *flags,
             ]
+            env = {**os.environ, "KERAS_BACKEND": backend}
             subprocess.run(command, env=env, check=True, capture_output=True)
             state = json.loads((run / "run.json").read_text())
             with (run / "history.csv").open() as handle:
