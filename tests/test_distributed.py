@@ -34,6 +34,8 @@ def test_a_cluster_comes_from_flags_then_cnnlab_variables_then_a_launcher() -> N
     env = {ENV_COORDINATOR: "10.0.0.1:1234", ENV_NUM_PROCESSES: "4", ENV_PROCESS_ID: "3"}
     assert cluster_from(environ=env) == Cluster("10.0.0.1:1234", 4, 3)
     assert cluster_from(process_id=1, environ=env) == Cluster("10.0.0.1:1234", 4, 1)
+    jax_named = {"JAX_COORDINATOR_ADDRESS": "h:1", ENV_NUM_PROCESSES: "2", ENV_PROCESS_ID: "0"}
+    assert cluster_from(environ=jax_named) == Cluster("h:1", 2, 0)
     slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}
     assert cluster_from(environ=slurm) == Cluster(None, None, None)  # JAX reads the rest
     assert cluster_from(environ={"SLURM_NTASKS": "1"}) is None

@@ -13,8 +13,9 @@ them (`join`), and launches a team on this machine (`launch`):
 
 A cluster is named by flags (`--coordinator HOST:PORT --num-processes N --process-id I`), by
 the environment variables `CNNLAB_COORDINATOR`, `CNNLAB_NUM_PROCESSES`, `CNNLAB_PROCESS_ID`, or
-by a launcher JAX detects itself (Slurm's `srun`, Open MPI's `mpirun`; JAX also reads
-`JAX_COORDINATOR_ADDRESS`). Only the JAX backend can do this (`KERAS_BACKEND=jax`).
+by a launcher JAX detects itself (Slurm's `srun`, Open MPI's `mpirun`). JAX's own
+`JAX_COORDINATOR_ADDRESS` stands for `CNNLAB_COORDINATOR`. Only the JAX backend can do this
+(`KERAS_BACKEND=jax`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 ENV_COORDINATOR = "CNNLAB_COORDINATOR"
 ENV_NUM_PROCESSES = "CNNLAB_NUM_PROCESSES"
 ENV_PROCESS_ID = "CNNLAB_PROCESS_ID"
+JAX_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # JAX's own name, also accepted
 LOOPBACK = "127.0.0.1"
 # Launchers whose environment JAX reads by itself: (variable that says how many processes, name).
 _LAUNCHERS = (("SLURM_NTASKS", "Slurm"), ("OMPI_COMM_WORLD_SIZE", "Open MPI"))
@@ -202,9 +204,10 @@ def cluster_from(
     environ: Mapping[str, str] | None = None,
 ) -> Cluster | None:
     """The cluster the flags or the environment name, or None to train in one process on one
-    device. Flags win over `CNNLAB_*` variables, which win over a launcher's own."""
+    device. Flags win over `CNNLAB_*` variables (and `JAX_COORDINATOR_ADDRESS`), which win over
+    a launcher's own."""
     env = os.environ if environ is None else environ
-    coordinator = coordinator or env.get(ENV_COORDINATOR) or None
+    coordinator = coordinator or env.get(ENV_COORDINATOR) or env.get(JAX_COORDINATOR) or None
     num_processes = num_processes or _env_int(env, ENV_NUM_PROCESSES)
     process_id = process_id if process_id is not None else _env_int(env, ENV_PROCESS_ID)
     if devices < 0:

@@ -147,7 +147,7 @@ def load_sweep(path: str | Path, *, out: str | Path | None = None) -> Sweep:
         num_samples=_positive(data.get("num_samples", 1), f"{path}: num_samples"),
         max_concurrent=_positive(data.get("max_concurrent", 1), f"{path}: max_concurrent"),
         cpus_per_trial=float(_positive(data.get("cpus_per_trial", 1), f"{path}: cpus_per_trial")),
-        sampler_seed=data.get("sampler_seed", 0),
+        sampler_seed=_ints([data.get("sampler_seed", 0)], f"{path}: sampler_seed")[0],
         source=path.read_text(encoding="utf-8"),
     )
     if sweep.metric.startswith("val_") and base.data.validation_split == 0:
@@ -312,7 +312,7 @@ def _ints(values: Any, where: str) -> list[int]:
     if not isinstance(values, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
     ):
-        raise ConfigError(f"{where} must be a list of whole numbers >= 0")
+        raise ConfigError(f"{where} must be whole numbers >= 0, got {values!r}")
     return values
 
 
