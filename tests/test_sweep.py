@@ -119,3 +119,23 @@ def test_the_shipped_example_sweep_loads() -> None:
     example = Path(__file__).parent.parent / "benchmarks" / "sweep_recipes.toml"
     sweep = load_sweep(example)
     assert sweep.base.model.architecture == "resnet" and sweep.size() == "12 trials"
+
+
+def test_each_kind_of_parameter_becomes_its_ray_tune_domain() -> None:
+    tune = pytest.importorskip("ray.tune", reason="cnnlab[distributed] is not installed")
+    from cnnlab.sweep import _ray_domain
+
+    assert _ray_domain(tune, {"grid": [1, 2]}) == {"grid_search": [1, 2]}
+    draws = {
+        "choice": ["a", "b"],
+        "uniform": [0.25, 0.5],
+        "loguniform": [1e-4, 1e-2],
+        "randint": [1, 4],
+    }
+    for kind, values in draws.items():
+        domain = _ray_domain(tune, {kind: values})
+        sampled = domain.sample(size=50)
+        if kind == "choice":
+            assert set(sampled) == set(values)
+        else:
+            assert all(values[0] <= v < values[1] for v in sampled), kind
