@@ -127,7 +127,7 @@ def _write_photos(
 
 def _measure(predictor: object, cell: Cell) -> tuple[Cell, float, float]:
     """Accuracy and right-box rate of `cnnlab predict`'s path on one cell's files."""
-    from cnnlab.inference import Predictor
+    from cnnlab.prediction import Predictor
 
     assert isinstance(predictor, Predictor)
     names = predictor.class_names

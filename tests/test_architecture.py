@@ -34,6 +34,7 @@ STAGES: dict[str, int] = {
     "runs": 2,
     "pipeline": 2,
     "callbacks": 2,
+    "distributed": 2,  # where a process stands among those training one model
     # the only writer of a run folder
     "training": 3,
     # readers of a run folder: never import training
@@ -46,6 +47,7 @@ STAGES: dict[str, int] = {
     "serve": 4,
     # measures training itself
     "bench": 5,
+    "sweep": 5,  # many trainings and the winner's evaluation
     # the front doors
     "cli": 6,
     "__main__": 6,

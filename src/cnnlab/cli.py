@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
     try:
         return int(args.handler(args) or 0)
@@ -242,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite", action="store_true", help="start over even if the run folder exists"
     )
+    _add_parallel_flags(train)
     train.set_defaults(handler=_train)
+
+    _add_sweep_command(commands)
 
     evaluate = commands.add_parser("evaluate", help="test metrics, per-class report, confusion")
     evaluate.add_argument("run", type=Path, help="run folder")
@@ -372,6 +376,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_sweep_command(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="grid or random search over settings and seeds, as Ray Tune trials"
+    )
+    sweep.add_argument("file", type=Path, help="the sweep's TOML file (see README)")
+    sweep.add_argument(
+        "--address",
+        help="an existing Ray cluster (e.g. ray://HOST:10001 or auto); default: a local Ray",
+    )
+    sweep.add_argument("--out", type=Path, help="sweep folder (default: RUNS_DIR/NAME)")
+    sweep.add_argument(
+        "--overwrite", action="store_true", help="delete an existing sweep folder first"
+    )
+    sweep.set_defaults(handler=_sweep)
+
+
+def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "data-parallel training on JAX's distributed runtime (needs KERAS_BACKEND=jax)"
+    )
+    group.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="start N processes on 127.0.0.1 that train one model together (--batch-size "
+        "is the global batch, split evenly over them)",
+    )
+    group.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        metavar="N",
+        help="local devices each process trains on (GPUs; on a CPU, N XLA host devices)",
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="join a cluster: process 0's address (or $CNNLAB_COORDINATOR; Slurm and Open "
+        "MPI are detected)",
+    )
+    group.add_argument(
+        "--num-processes", type=int, metavar="N", help="with --coordinator ($CNNLAB_NUM_PROCESSES)"
+    )
+    group.add_argument(
+        "--process-id", type=int, metavar="I", help="with --coordinator ($CNNLAB_PROCESS_ID)"
+    )
+
+
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="look for dataset files here first")
 
@@ -449,17 +501,76 @@ def _train(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
     from cnnlab.training import train
 
+    if args.processes is not None:
+        return _launch_processes(args)
+    cluster = _cluster(args)
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     config = load_config(
         args.config, recipe_name=args.recipe, overrides=overrides, preset=args.preset
     )
-    result = train(config, overwrite=args.overwrite)
+    result = train(config, overwrite=args.overwrite, cluster=cluster)
+    if not result.writer:
+        return 0  # process 0 reports
     state = result.state
     shown = ", ".join(f"{k} {v:.4g}" for k, v in state.best_metrics.items() if k != "epoch_seconds")
     print(
         f"run: {result.run_dir}  best epoch {state.best_epoch} of "
         f"{state.epochs_run}  ({shown})  trained {state.train_seconds} s"
     )
+    return 0
+
+
+def _launch_processes(args: argparse.Namespace) -> int:
+    """`--processes N`: the same command as N processes joined on 127.0.0.1."""
+    from cnnlab.distributed import launch
+
+    if args.coordinator or args.num_processes is not None or args.process_id is not None:
+        raise CnnlabError("--processes starts its own processes; leave out --coordinator")
+    return launch(_without_option(args.argv, "--processes"), args.processes)
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    """The cluster the data-parallel flags and environment name (None: one process)."""
+    from cnnlab.distributed import cluster_from
+
+    cluster = cluster_from(
+        coordinator=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+        devices=args.devices,
+    )
+    if cluster is not None and cluster.process_id:
+        logging.getLogger("cnnlab").setLevel(logging.WARNING)  # process 0 tells the story
+    return cluster
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` and `option=VALUE`."""
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == option:
+            skip = True
+        elif not token.startswith(option + "="):
+            kept.append(token)
+    return kept
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from cnnlab.sweep import format_table, load_sweep, require_ray, run_sweep
+
+    require_ray()  # before the file: without Ray, nothing else matters
+    sweep = load_sweep(args.file, out=args.out)
+    result = run_sweep(sweep, address=args.address, overwrite=args.overwrite)
+    print(format_table(result, sweep), end="")
+    test = result.winner_test
+    print(
+        f"winner: {result.trials[0]['run_dir']}  test accuracy "
+        f"{test.get('test_accuracy', float('nan')):.4f}  (only the winner is tested)"
+    )
+    print(f"trials: {result.trials_file}")
     return 0
 
 

@@ -347,6 +347,10 @@ class Run:
 
     # --- Housekeeping -----------------------------------------------------------------------
 
+    def make_dir(self) -> None:
+        """Create the run folder (and its parents) if it does not exist yet."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+
     def remove(self) -> None:
         """Delete the whole run folder (`--overwrite`)."""
         if self.dir.exists():

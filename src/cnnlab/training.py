@@ -10,11 +10,13 @@ from the last completed epoch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from cnnlab import __version__
 from cnnlab._backend import auto_precision, dtype_policy, select_backend
 from cnnlab._backend import keras as _keras
 from cnnlab.config import Config, TrainConfig, load_config
+from cnnlab.distributed import ONE_PROCESS, Cluster, Processes, join, leave
 from cnnlab.errors import RunError
 from cnnlab.monitoring import mode_for, recorded_monitor
 from cnnlab.runs import History, Run, RunState
@@ -44,6 +47,7 @@ class TrainResult:
     model: keras.Model
     history: History
     state: RunState
+    writer: bool = True  # False in a data-parallel process other than 0 (it wrote nothing)
 
 
 def train(
@@ -51,28 +55,34 @@ def train(
     *,
     overwrite: bool = False,
     callbacks: Sequence[Any] = (),
+    cluster: Cluster | None = None,
 ) -> TrainResult:
     """Train `config` (default: the seed model with cnnlab's default recipe) into its run folder.
 
     `callbacks` are extra Keras callbacks, run after cnnlab's own at each epoch's end.
+    `cluster`: train data-parallel with other processes or on several devices (JAX backend;
+    see `cnnlab.distributed`); process 0 writes the run folder, the others nothing.
     """
     config = config or load_config()
-    run = Run(config.run_dir)
+    backend = select_backend(config.train.backend)  # before anything imports Keras
+    processes = join(cluster)
+    run = processes.run(Run(config.run_dir))
 
-    # Prepare the run folder: finished runs are kept, interrupted ones resumed.
+    # Prepare the run folder: finished runs are kept, interrupted ones resumed (process 0
+    # decides, and every process trains what it decided).
     state = run.state()
     if overwrite:
         run.remove()
         state = RunState()
-    if state.finished:
+    decided = processes.agree(functools.partial(_decide, config, run, state, processes))
+    if not decided:
         log.info("%s is already finished; nothing to do (use --overwrite to train again)", run.dir)
         return load_result(run.dir)
     resuming = state.running
-    backend = select_backend(config.train.backend)  # before anything imports Keras
     precision_reason = (
         auto_precision()[1] if config.train.precision == "auto" else "set in the configuration"
     )
-    config = _same_config_or_fail(config, run) if resuming else resolve_defaults(config)
+    config = Config().replace(**tomllib.loads(decided))
     log.info(
         "Keras backend: %s; precision: %s (%s)", backend, config.train.precision, precision_reason
     )
@@ -85,9 +95,10 @@ def train(
     keras = _keras()
     from cnnlab.models import summary_text
 
-    model = build_training_model(config, splits, init_filters=not resuming)
+    processes.check_batch_size(config.train.batch_size)
+    model = build_training_model(config, splits, init_filters=not resuming, processes=processes)
 
-    run.dir.mkdir(parents=True, exist_ok=True)
+    run.make_dir()
     if not resuming:
         from cnnlab._cpu import cpu_info
 
@@ -105,6 +116,8 @@ def train(
             train_images=len(splits.x_train),
             validation_images=len(splits.x_val),
         )
+        if processes.parallel:
+            state.extra["data_parallel"] = processes.describe()
         run.write_state(state)
     run.write_summary(summary_text(model))
 
@@ -118,15 +131,18 @@ def train(
     )
     val_data = make_dataset(splits.x_val, splits.y_val, batch) if len(splits.x_val) else None
     started = time.perf_counter()
-    model.fit(
-        train_data,
-        validation_data=val_data,
+    fitted = model.fit(
+        processes.shard(train_data),
+        validation_data=processes.shard(val_data) if val_data is not None else None,
         epochs=config.train.epochs,
-        callbacks=[*own, *callbacks],
+        callbacks=processes.keep_callbacks([*own, *callbacks]),
         shuffle=False,  # the dataset reshuffles itself each epoch
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=1 if _is_terminal(sys.stdout) else 2,
     )
     state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
+    leave(processes)
+    if not processes.writes:  # the run folder is process 0's; this one keeps its model in memory
+        return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
 
     # Save: the best checkpoint is the run's model; the backup is no longer needed.
     if not run.model_file.is_file():
@@ -154,16 +170,50 @@ def train(
     return TrainResult(run_dir=run.dir, model=best_model, history=history, state=state)
 
 
+def _decide(config: Config, run: Run, state: RunState, processes: Processes) -> str:
+    """What to train, as process 0 sees the run folder: the resolved config as TOML, or ""
+    when the run is finished already."""
+    if state.finished:
+        return ""
+    if not state.running:
+        return resolve_defaults(config).to_toml()
+    if processes.count > 1:
+        raise RunError(
+            f"{run.dir} was interrupted; resuming is not supported with several processes: "
+            "add --overwrite to start over"
+        )
+    return _same_config_or_fail(config, run).to_toml()
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether `stream` is a terminal (a stand-in such as Ray's has no isatty: it is not)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty()) if callable(isatty) else False
+
+
+def _history_of(fitted: Any) -> History:
+    """Keras' History callback as history.csv's rows."""
+    logs = fitted.history
+    epochs = len(next(iter(logs.values()), []))
+    return [{"epoch": float(e), **{k: float(v[e]) for k, v in logs.items()}} for e in range(epochs)]
+
+
 def build_training_model(
-    config: Config, splits: Splits, *, init_filters: bool = True
+    config: Config,
+    splits: Splits,
+    *,
+    init_filters: bool = True,
+    processes: Processes = ONE_PROCESS,
 ) -> keras.Model:
     """The compiled model `train` trains: a fresh seeded session, the run's precision policy,
-    the first-layer initialisation (unless resuming, when the backup has the kernels)."""
+    the first-layer initialisation (unless resuming, when the backup has the kernels), and
+    replicas on every device of `processes`."""
     keras = _keras()
     from cnnlab.kernels import init_first_conv
     from cnnlab.models import build_model
 
     keras.backend.clear_session()
+    processes.distribute()  # after clear_session, which forgets the distribution
     keras.utils.set_random_seed(config.train.seed)
     with dtype_policy(config.train.precision):
         model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
