@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -38,8 +39,12 @@ def _check_png(path: Path) -> None:
     assert gray.std() > 5  # not blank
 
 
-def test_cli_kinds_match_the_library() -> None:
-    assert tuple(cli.VISUAL_KINDS) == KINDS
+def test_cli_offers_every_kind_the_library_draws() -> None:
+    commands = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    kind = next(a for a in commands.choices["visualize"]._actions if a.dest == "kind")
+    assert tuple(kind.choices) == KINDS
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -15,22 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import __version__
+from cnnlab.config import PRECISIONS
 from cnnlab.errors import CnnlabError
+from cnnlab.visualize.render import KINDS
 
 log = logging.getLogger("cnnlab")
 
 EXIT_USER_ERROR = 2
-VISUAL_KINDS = (
-    "model",
-    "history",
-    "confusion",
-    "errors",
-    "filters",
-    "features",
-    "convpool",
-    "gradcam",
-    "preprocess",
-)  # kept in step with cnnlab.visualize.KINDS (a test checks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one small function per command adds its sub-parser."""
     parser = argparse.ArgumentParser(
         prog="cnnlab",
         description="Build, train, understand and use convolutional image classifiers.",
@@ -62,7 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (
+        _add_data,
+        _add_summary,
+        _add_train,
+        _add_sweep_command,
+        _add_evaluate,
+        _add_predict,
+        _add_visualize,
+        _add_serve,
+        _add_export,
+        _add_bench,
+    ):
+        add_command(commands)
+    return parser
 
+
+# --- One function per command: its flags, and the handler it calls ------------------------
+
+
+def _add_data(commands: Any) -> None:
+    """`cnnlab data info`: which dataset files were found, and whether they check."""
     data = commands.add_parser("data", help="datasets: where the files are and whether they check")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     info = data_commands.add_parser(
@@ -77,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--no-download", action="store_true", help="never download missing files")
     info.set_defaults(handler=_data_info)
 
+
+def _add_summary(commands: Any) -> None:
+    """`cnnlab summary`: the Keras summary of an architecture or a run, `--explain`ed."""
     summary = commands.add_parser("summary", help="the model's Keras summary")
     summary.add_argument(
         "model",
@@ -95,6 +110,90 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unsafe(summary)
     summary.set_defaults(handler=_summary)
 
+
+# `cnnlab train`'s settings: (flag, dotted config key, metavar, help). The type, the choices and
+# the default shown in --help come from cnnlab.config (the default recipe), so none is typed
+# twice; a flag left out keeps what the recipe, preset or --config file says.
+TRAIN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
+    ("--model", "model.architecture", "ARCH", "built-in architecture or a .toml/.json spec"),
+    (
+        "--init-filters",
+        "model.init_filters",
+        None,
+        "first conv layer's kernels: whitening (of the data), random (Keras' default) or "
+        "classic (hand-made edge/blur filters)",
+    ),
+    ("--dataset", "data.dataset", "NAME", "fashion_mnist, mnist, a .npz file or an image folder"),
+    ("--data-dir", "data.data_dir", "DIR", "look for dataset files here first"),
+    ("--validation-split", "data.validation_split", "F", "fraction of training images held out"),
+    ("--limit", "data.limit", "N", "use only the first N training images (0: all)"),
+    ("--epochs", "train.epochs", "N", "most epochs to train"),
+    ("--batch-size", "train.batch_size", "N", "images per step (the global batch)"),
+    ("--optimizer", "train.optimizer", "NAME", "a Keras optimizer name"),
+    ("--learning-rate", "train.learning_rate", "LR", "the (peak) learning rate"),
+    (
+        "--patience",
+        "train.patience",
+        "N",
+        "early stopping patience in epochs, best weights restored (0: off)",
+    ),
+    (
+        "--lr-decay",
+        "train.lr_decay",
+        "F",
+        "multiply the learning rate by F after every epoch (1: constant)",
+    ),
+    (
+        "--lr-schedule",
+        "train.lr_schedule",
+        None,
+        "exponential: --lr-decay after every epoch; cosine: --warmup-epochs of linear warm-up, "
+        "then half a cosine down to zero at the last epoch",
+    ),
+    ("--warmup-epochs", "train.warmup_epochs", "N", "cosine schedule: epochs of linear warm-up"),
+    (
+        "--reduce-lr-patience",
+        "train.reduce_lr_patience",
+        "N",
+        "also cut the learning rate after N epochs without improvement (0: off)",
+    ),
+    ("--monitor", "train.monitor", "METRIC", "metric for early stopping, checkpoint and target"),
+    (
+        "--target-accuracy",
+        "train.target_accuracy",
+        "A",
+        "stop as soon as the monitored accuracy reaches A (0: off)",
+    ),
+    ("--seed", "train.seed", "N", "random seed; makes a run repeatable (-1: drawn and recorded)"),
+    (
+        "--steps-per-execution",
+        "train.steps_per_execution",
+        "N",
+        "training steps per compiled call (0: auto, 16; 1 on the torch backend, which allows "
+        "only 1)",
+    ),
+    (
+        "--backend",
+        "train.backend",
+        None,
+        "Keras backend (auto: $KERAS_BACKEND, else tensorflow); recorded in the run's config",
+    ),
+    (
+        "--precision",
+        "train.precision",
+        None,
+        "auto: mixed_bfloat16 on CPUs with bfloat16 instructions, mixed_float16 on a GPU, "
+        "else float32 ($CNNLAB_PRECISION overrides auto)",
+    ),
+    ("--name", "run.name", "NAME", "run folder name (empty: from architecture, data, recipe)"),
+    ("--runs-dir", "run.runs_dir", "DIR", "where run folders go"),
+)
+
+
+def _add_train(commands: Any) -> None:
+    """`cnnlab train`: every setting of the config as a flag, plus presets and parallelism."""
+    from cnnlab.config import RECIPES
+
     train = commands.add_parser("train", help="train a model and write runs/<name>/")
     train.add_argument("--config", type=Path, help="a TOML file of settings (see README)")
     train.add_argument(
@@ -106,45 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--recipe",
-        choices=["default", "seed"],
+        choices=RECIPES,
         help="default: early stopping; seed: the notes' 50 epochs exactly",
     )
-    train.add_argument(
-        "--model",
-        dest="model.architecture",
-        metavar="ARCH",
-        help="built-in architecture or a .toml/.json spec (default: basic_cnn)",
-    )
-    train.add_argument(
-        "--init-filters",
-        dest="model.init_filters",
-        choices=["whitening", "random", "classic"],
-        help="first conv layer's kernels: whitening (of the data; default), random (Keras' "
-        "default) or classic (hand-made edge/blur filters)",
-    )
-    train.add_argument(
-        "--dataset",
-        dest="data.dataset",
-        metavar="NAME",
-        help="fashion_mnist (default), mnist, a .npz file or an image folder",
-    )
-    train.add_argument(
-        "--data-dir", dest="data.data_dir", metavar="DIR", help="look for dataset files here first"
-    )
-    train.add_argument(
-        "--validation-split",
-        dest="data.validation_split",
-        type=float,
-        metavar="F",
-        help="fraction of training images held out (default 0.1)",
-    )
-    train.add_argument(
-        "--limit",
-        dest="data.limit",
-        type=int,
-        metavar="N",
-        help="use only the first N training images",
-    )
+    for flag, key, metavar, text in TRAIN_FLAGS:
+        _add_config_flag(train, flag, key, metavar, text)
     train.add_argument(
         "--no-download",
         dest="data.download",
@@ -152,102 +217,35 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="never download missing dataset files",
     )
-    train.add_argument("--epochs", dest="train.epochs", type=int, metavar="N")
-    train.add_argument("--batch-size", dest="train.batch_size", type=int, metavar="N")
-    train.add_argument("--optimizer", dest="train.optimizer", metavar="NAME")
-    train.add_argument("--learning-rate", dest="train.learning_rate", type=float, metavar="LR")
-    train.add_argument(
-        "--patience",
-        dest="train.patience",
-        type=int,
-        metavar="N",
-        help="early stopping patience in epochs, best weights restored (0: off)",
-    )
-    train.add_argument(
-        "--lr-decay",
-        dest="train.lr_decay",
-        type=float,
-        metavar="F",
-        help="multiply the learning rate by F after every epoch (default 0.5; 1: constant)",
-    )
-    train.add_argument(
-        "--lr-schedule",
-        dest="train.lr_schedule",
-        choices=["exponential", "cosine"],
-        help="exponential (default): --lr-decay after every epoch; cosine: --warmup-epochs "
-        "of linear warm-up, then half a cosine down to zero at the last epoch",
-    )
-    train.add_argument(
-        "--warmup-epochs",
-        dest="train.warmup_epochs",
-        type=int,
-        metavar="N",
-        help="cosine schedule: epochs of linear warm-up (default 0)",
-    )
-    train.add_argument(
-        "--reduce-lr-patience",
-        dest="train.reduce_lr_patience",
-        type=int,
-        metavar="N",
-        help="also cut the learning rate after N epochs without improvement (default 0: off)",
-    )
-    train.add_argument(
-        "--monitor",
-        dest="train.monitor",
-        metavar="METRIC",
-        help="metric for early stopping, checkpoint and target (val_accuracy)",
-    )
-    train.add_argument(
-        "--target-accuracy",
-        dest="train.target_accuracy",
-        type=float,
-        metavar="A",
-        help="stop as soon as the monitored accuracy reaches A",
-    )
-    train.add_argument(
-        "--seed",
-        dest="train.seed",
-        type=int,
-        metavar="N",
-        help="random seed; makes a run repeatable (default: drawn and recorded)",
-    )
-    train.add_argument(
-        "--steps-per-execution",
-        dest="train.steps_per_execution",
-        type=int,
-        metavar="N",
-        help="training steps per compiled call (default: 16; 1 on the torch backend, "
-        "which allows only 1)",
-    )
-    train.add_argument(
-        "--backend",
-        dest="train.backend",
-        choices=["auto", "tensorflow", "jax", "torch"],
-        help="Keras backend (default auto: $KERAS_BACKEND, else tensorflow); recorded in "
-        "config.toml",
-    )
-    train.add_argument(
-        "--precision",
-        dest="train.precision",
-        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
-        help="auto (default): mixed_bfloat16 on CPUs with bfloat16 "
-        "instructions, mixed_float16 on a GPU, else float32",
-    )
-    train.add_argument("--name", dest="run.name", metavar="NAME", help="run folder name")
-    train.add_argument(
-        "--runs-dir",
-        dest="run.runs_dir",
-        metavar="DIR",
-        help="where run folders go (default: runs)",
-    )
     train.add_argument(
         "--overwrite", action="store_true", help="start over even if the run folder exists"
     )
     _add_parallel_flags(train)
     train.set_defaults(handler=_train)
 
-    _add_sweep_command(commands)
 
+def _add_config_flag(
+    parser: argparse.ArgumentParser, flag: str, key: str, metavar: str | None, text: str
+) -> None:
+    """A flag that sets config key `key`; its type, choices and shown default come from the
+    config. It defaults to None, so only the flags a user gives override the other layers."""
+    from cnnlab.config import CHOICES, recipe
+
+    section, _, name = key.partition(".")
+    default = getattr(getattr(recipe("default"), section), name)
+    shown = "empty" if default == "" else default
+    parser.add_argument(
+        flag,
+        dest=key,
+        type=type(default),
+        choices=CHOICES.get(key),
+        metavar=None if key in CHOICES else metavar,
+        help=f"{text} (default: {shown})".replace("%", "%%"),
+    )
+
+
+def _add_evaluate(commands: Any) -> None:
+    """`cnnlab evaluate RUN`: test metrics, per-class report, confusion matrix."""
     evaluate = commands.add_parser("evaluate", help="test metrics, per-class report, confusion")
     evaluate.add_argument("run", type=Path, help="run folder")
     _add_data_dir(evaluate)
@@ -260,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unsafe(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
+
+def _add_predict(commands: Any) -> None:
+    """`cnnlab predict RUN IMAGE...`: top-k classes for any pictures."""
     predict = commands.add_parser("predict", help="top-k classes for any image files")
     predict.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP...)")
@@ -274,13 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_onnx(predict)
     _add_unsafe(predict)
     predict.set_defaults(handler=_predict)
+
+
+def _add_visualize(commands: Any) -> None:
+    """`cnnlab visualize KIND ...`: one picture of a model, a run or an image."""
     visualize = commands.add_parser(
         "visualize",
         aliases=["visualise"],
         help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam, "
         "preprocess",
     )
-    visualize.add_argument("kind", choices=VISUAL_KINDS, help="which picture")
+    visualize.add_argument("kind", choices=KINDS, help="which picture")
     visualize.add_argument(
         "target",
         help="run folder (for model also an architecture; for convpool and preprocess the image)",
@@ -300,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unsafe(visualize)
     visualize.set_defaults(handler=_visualize)
 
+
+def _add_serve(commands: Any) -> None:
+    """`cnnlab serve RUN`: the web page and JSON API."""
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
     serve.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
     _add_onnx(serve)
@@ -336,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unsafe(serve)
     serve.set_defaults(handler=_serve)
 
+
+def _add_export(commands: Any) -> None:
+    """`cnnlab export RUN`: ONNX, SavedModel or LiteRT, with a sidecar JSON."""
     export = commands.add_parser(
         "export", help="write the model as ONNX, SavedModel or LiteRT into the run folder"
     )
@@ -352,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unsafe(export)
     export.set_defaults(handler=_export)
 
+
+def _add_bench(commands: Any) -> None:
+    """`cnnlab bench`: the performance table."""
     bench = commands.add_parser(
         "bench", help="performance table: cnnlab's trainer vs plain Keras and PyTorch"
     )
@@ -366,14 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--run", help="run folder whose model (and exports) to time for inference")
     bench.add_argument(
         "--precision",
-        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        choices=PRECISIONS,
         default="auto",
         help="what cnnlab's --precision auto becomes in every measurement; float32 stands in "
         "for a CPU without bfloat16 (default: %(default)s, this machine's choice)",
     )
     _add_data_dir(bench)
     bench.set_defaults(handler=_bench)
-    return parser
 
 
 def _add_sweep_command(commands: Any) -> None:

@@ -24,6 +24,14 @@ INIT_FILTERS = ("random", "classic", "whitening")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BACKENDS = ("auto", "tensorflow", "jax", "torch")
 LR_SCHEDULES = ("exponential", "cosine")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.recipe": RECIPES,
+    "model.init_filters": INIT_FILTERS,
+    "train.precision": PRECISIONS,
+    "train.backend": BACKENDS,
+    "train.lr_schedule": LR_SCHEDULES,
+}
+"""The settings that take one of a few names, by dotted key (the CLI offers them as choices)."""
 _MAX_INT = 2**63  # integer settings fit a signed 64-bit integer (TOML's own range)
 
 

@@ -1,0 +1,177 @@
+"""The shapes of the API's requests and answers: they validate, serialise and document /docs.
+
+Answers are pydantic models; the request bodies are described by hand, since one route takes
+a multipart file, raw image bytes or JSON pixels (`cnnlab.serve.inputs` parses them).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from cnnlab import __version__
+
+# --- Response shapes (they document /docs) -------------------------------------------------
+
+
+class ClassProbability(BaseModel):
+    class_name: str = Field(serialization_alias="class", examples=["Sneaker"])
+    probability: float = Field(ge=0, le=1, examples=[0.93])
+
+
+class PredictionOut(BaseModel):
+    source: str = Field(description="the file name, 'body' or 'pixels'")
+    label: str | None = Field(description="the most probable class")
+    top: list[ClassProbability]
+    blank: bool = Field(description="nothing stood out from the background: the input is zeros")
+    box: list[int] | None = Field(
+        None,
+        description="where the object was found in the uploaded picture: [left, top, right, "
+        "bottom] in its pixels (right and bottom exclusive); null for pixels or a blank picture",
+        examples=[[52, 40, 190, 236]],
+    )
+
+
+class BatchItem(BaseModel):
+    source: str
+    label: str | None = None
+    top: list[ClassProbability] = []
+    box: list[int] | None = Field(
+        default=None, description="where the object was found, as in predict"
+    )
+    error: str | None = Field(None, description="why this file was not predicted")
+    status: int | None = Field(None, description="the HTTP status the error would have alone")
+
+
+class BatchOut(BaseModel):
+    predictions: list[BatchItem]
+
+
+class Picture(BaseModel):
+    name: str
+    kind: str = Field(description="the Keras layer class, or 'input'")
+    shape: list[int] = Field(description="height, width, channels")
+    columns: int = Field(description="tiles per row in the image (one tile per channel)")
+    shown_channels: int
+    image: str = Field(description="a data: URL of a PNG")
+
+
+class FeaturesOut(BaseModel):
+    prediction: PredictionOut
+    input: Picture = Field(description="the preprocessed input the model received")
+    pixels: list[list[float]] = Field(description="that input's values in [0, 1], row by row")
+    layers: list[Picture] = Field(description="each conv and pooling layer's output")
+
+
+class LayerInfo(BaseModel):
+    name: str
+    type: str
+    output_shape: list[int | None] | None
+    parameters: int
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_pixels: int
+    max_batch_files: int
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    run: str
+    backend: str = Field("keras", description="keras, or onnxruntime for an exported model")
+    features: bool = Field(True, description="whether /api/features (needs Keras) is available")
+    keep_size: bool = Field(
+        False, description="whether pictures are predicted at their own size unless asked not to"
+    )
+    classes: list[str]
+    input_shape: list[int | None]
+    parameters: int | None
+    layers: list[LayerInfo]
+    top_k: int
+    limits: Limits
+    metrics: dict[str, Any] | None = Field(description="metrics.json, once evaluated")
+    training: dict[str, Any] | None = Field(description="status and best epoch from run.json")
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    model: str
+    version: str = __version__
+
+
+# --- Request bodies (documented by hand: one route takes a file, raw bytes or JSON) ----------
+
+PIXELS_SCHEMA = {
+    "type": "array",
+    "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+    "description": "28 rows of 28 values in [0, 1], light on dark like Fashion-MNIST",
+}
+IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        PIXELS_SCHEMA,
+                        {
+                            "type": "object",
+                            "properties": {"pixels": PIXELS_SCHEMA},
+                            "required": ["pixels"],
+                        },
+                    ]
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"detail": "..."}}}}
+    for code, text in {
+        400: "empty body or file, or malformed JSON",
+        413: "over the upload size or pixel limit",
+        415: "not an image, or an unsupported content type",
+        422: "wrong pixel array, or a truncated image",
+    }.items()
+}
+TopK = Annotated[
+    int | None,
+    Query(ge=1, le=1000, description="how many classes to return (default: the server's top_k, 3)"),
+]
+KeepSize = Annotated[
+    bool | None,
+    Query(
+        description="a fully convolutional model sees the whole picture at its own size "
+        "(sides 28 to 1024 pixels) instead of the object fitted to 28x28 (default: the "
+        "server's --keep-size)"
+    ),
+]
