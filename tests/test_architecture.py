@@ -24,6 +24,7 @@ STAGES: dict[str, int] = {
     "_backend": 1,
     "_cpu": 0,
     "preprocess": 1,
+    "images": 1,
     "data": 1,
     "kernels": 1,
     "models": 1,

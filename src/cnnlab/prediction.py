@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError, ImageError
-from cnnlab.preprocess import MODEL_SIZE, Box, describe_source
+from cnnlab.images import describe_source
+from cnnlab.preprocess import MODEL_SIZE, Box
 
 __all__ = ["Outcome", "Prediction", "Predictor", "checked_class_names"]
 

@@ -25,8 +25,9 @@ from numpy.typing import NDArray
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError, ImageError
+from cnnlab.images import MAX_PIXELS
 from cnnlab.prediction import Prediction
-from cnnlab.preprocess import MAX_PIXELS, Box
+from cnnlab.preprocess import Box
 from cnnlab.serve import inputs
 from cnnlab.serve.schemas import (
     BATCH_BODY,

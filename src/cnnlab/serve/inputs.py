@@ -25,7 +25,8 @@ from PIL import Image
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cnnlab.preprocess import MAX_PIXELS
+from cnnlab.errors import ImageError
+from cnnlab.images import MAX_PIXELS, check_pixels
 
 CHUNK_BYTES = 64 * 1024
 MULTIPART_ENVELOPE_BYTES = 64 * 1024
@@ -135,8 +136,10 @@ def check_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"{name}: not an image; send PNG, JPEG, GIF, WebP, BMP or TIFF",
         ) from None
-    if width * height > max_pixels:
-        raise bomb(name, f"{width}x{height} = {width * height:,} pixels")
+    try:
+        check_pixels(width, height, name, max_pixels)  # the same guard as decoding uses
+    except ImageError as exc:
+        raise fail(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
 
 
 def bomb(name: str, what: str) -> HTTPException:
