@@ -4,7 +4,7 @@ Times `--steps` training steps of an architecture as shipped, then with each of 
 layers left out in turn, then with none of them, and prints a table. The variants are
 alternated over `--rounds` rounds and the median is reported: single timings of the same
 model varied by up to 1.4x on this project's 2-core CPU. This is how the JAX-on-GPU
-slowdown of RandomTranslation in the README was found (run there with KERAS_BACKEND=jax).
+slowdown of RandomTranslation in docs/training.md was found (run there with KERAS_BACKEND=jax).
 
     python benchmarks/augmentation_cost.py [--model resnet] [--steps 32] [--batch-size 128]
 """

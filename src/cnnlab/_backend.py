@@ -93,7 +93,7 @@ def precision_choice() -> tuple[str, str]:
     A GPU: `mixed_bfloat16` where it has bfloat16 tensor cores (compute capability 8.0 and up:
     A100, H100, RTX 30xx on), else `mixed_float16`. A CPU with bfloat16 instructions (x86 AMX or
     AVX-512 BF16, Arm BF16): `mixed_bfloat16`, about 2x float32 for the seed model on an Intel
-    Xeon with AMX (see README). Otherwise float32. The CPU is read by `cnnlab._cpu`.
+    Xeon with AMX (see docs/performance.md). Otherwise float32. The CPU is read by `cnnlab._cpu`.
     """
     from cnnlab._cpu import cpu_precision
 

@@ -195,7 +195,7 @@ def _add_train(commands: Any) -> None:
     from cnnlab.config import RECIPES
 
     train = commands.add_parser("train", help="train a model and write runs/<name>/")
-    train.add_argument("--config", type=Path, help="a TOML file of settings (see README)")
+    train.add_argument("--config", type=Path, help="a TOML file of settings (see docs/training.md)")
     train.add_argument(
         "--preset",
         choices=_preset_names(),
@@ -393,7 +393,7 @@ def _add_sweep_command(commands: Any) -> None:
     sweep = commands.add_parser(
         "sweep", help="grid or random search over settings and seeds, as Ray Tune trials"
     )
-    sweep.add_argument("file", type=Path, help="the sweep's TOML file (see README)")
+    sweep.add_argument("file", type=Path, help="the sweep's TOML file (see docs/training.md)")
     sweep.add_argument(
         "--address",
         help="an existing Ray cluster (e.g. ray://HOST:10001 or auto); default: a local Ray",

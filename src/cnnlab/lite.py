@@ -3,7 +3,7 @@
     predictor = OnnxPredictor.load("runs/basic_cnn-fashion_mnist/model.onnx")
     predictor.predict(["shoe.jpg"])          # the same Predictions as KerasPredictor
 
-Import cost and install size are a fraction of TensorFlow's (see README, Export). Pictures go
+Import cost and install size are a fraction of TensorFlow's (see docs/export.md). Pictures go
 through the same `cnnlab.preprocess` as the Keras path; class names come from the sidecar JSON
 `cnnlab export` writes beside the file (`model.onnx.json`). Needs `pip install 'cnnlab[lite]'`.
 """
