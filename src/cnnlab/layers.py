@@ -131,9 +131,7 @@ def _define() -> dict[str, type]:
         def call(self, inputs: Any, training: bool | None = None) -> Any:
             if not training:
                 return inputs
-            draw = keras.random.uniform(
-                (ops.shape(inputs)[0], 1, 1, 1), seed=self._seed_generator
-            )
+            draw = keras.random.uniform((ops.shape(inputs)[0], 1, 1, 1), seed=self._seed_generator)
             return ops.where(draw <= 0.5, ops.flip(inputs, axis=2), inputs)
 
         def compute_output_shape(self, input_shape: Any) -> Any:
@@ -197,9 +195,10 @@ def _define() -> dict[str, type]:
             x = ops.einsum("bij,bjwc->biwc", rows, inputs)
             x = ops.einsum("bij,bhjc->bhic", cols, x)
             if self.fill_value:
-                inside = ops.sum(rows, axis=2)[:, :, None, None] * ops.sum(cols, axis=2)[
-                    :, None, :, None
-                ]
+                inside = (
+                    ops.sum(rows, axis=2)[:, :, None, None]
+                    * ops.sum(cols, axis=2)[:, None, :, None]
+                )
                 x = x + ops.cast(self.fill_value, x.dtype) * (1 - inside)
             return x
 
