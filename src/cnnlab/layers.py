@@ -39,8 +39,40 @@ def _define() -> dict[str, type]:
     keras = _keras()
     ops = keras.ops
 
+    class _Augmentation(keras.layers.Layer):  # type: ignore[name-defined]
+        """What cnnlab's augmentation layers share: a seed, the identity unless training, and
+        a config of the options named in `_OPTIONS`. Subclasses write `_augment`."""
+
+        _OPTIONS: tuple[str, ...] = ()
+        _NEEDS_SIZE = True  # whether `_augment` needs the images' height and width
+
+        def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seed = seed
+            self._seed_generator = keras.random.SeedGenerator(seed)
+            self.supports_masking = True
+
+        def call(self, inputs: Any, training: bool | None = None) -> Any:
+            if not training:
+                return inputs
+            height, width = inputs.shape[1], inputs.shape[2]
+            if self._NEEDS_SIZE and (height is None or width is None):
+                raise ValueError(f"{type(self).__name__} needs images of a known height and width")
+            return self._augment(inputs, height, width)
+
+        def _augment(self, inputs: Any, height: int, width: int) -> Any:
+            raise NotImplementedError
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return input_shape  # RandomCanvas: at inference; while training, `size` x `size`
+
+        def get_config(self) -> dict[str, Any]:
+            config = super().get_config()
+            config.update({name: getattr(self, name) for name in (*self._OPTIONS, "seed")})
+            return config
+
     @keras.saving.register_keras_serializable(package="cnnlab")
-    class RandomCanvas(keras.layers.Layer):  # type: ignore[name-defined]
+    class RandomCanvas(_Augmentation):
         """Place each image at a random position on a `size` x `size` canvas (training only).
 
         Args:
@@ -56,24 +88,18 @@ def _define() -> dict[str, type]:
         >>> layer(np.ones((8, 28, 28, 1)), training=True).shape   # (8, 56, 56, 1)
         """
 
+        _OPTIONS = ("size", "fill_value")
+
         def __init__(
             self, size: int, fill_value: float = 0.0, seed: int | None = None, **kwargs: Any
         ) -> None:
-            super().__init__(**kwargs)
+            super().__init__(seed=seed, **kwargs)
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"RandomCanvas: `size` must be a positive integer, got {size!r}")
             self.size = size
             self.fill_value = float(fill_value)
-            self.seed = seed
-            self._seed_generator = keras.random.SeedGenerator(seed)
-            self.supports_masking = True
 
-        def call(self, inputs: Any, training: bool | None = None) -> Any:
-            if not training:
-                return inputs
-            height, width = inputs.shape[1], inputs.shape[2]
-            if height is None or width is None:
-                raise ValueError("RandomCanvas needs images of a known height and width")
+        def _augment(self, inputs: Any, height: int, width: int) -> Any:
             if height > self.size or width > self.size:
                 raise ValueError(
                     f"RandomCanvas: {height}x{width} images do not fit a {self.size}x{self.size} "
@@ -106,44 +132,22 @@ def _define() -> dict[str, type]:
             onehot = ops.cast(ops.equal(shift, offsets), x.dtype)  # (batch, size, length)
             return ops.einsum(equation, onehot, x), ops.sum(onehot, axis=2)
 
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape  # at inference; while training, height and width become `size`
-
-        def get_config(self) -> dict[str, Any]:
-            config = super().get_config()
-            config.update(size=self.size, fill_value=self.fill_value, seed=self.seed)
-            return config
-
     @keras.saving.register_keras_serializable(package="cnnlab")
-    class RandomHorizontalFlip(keras.layers.Layer):  # type: ignore[name-defined]
+    class RandomHorizontalFlip(_Augmentation):
         """Mirror each image left-right with probability 0.5 (training only).
 
         As Keras' `RandomFlip("horizontal")`: one uniform draw per image, flipped when it is at
         most 0.5. Done as a per-image select between the batch and its mirror image.
         """
 
-        def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.seed = seed
-            self._seed_generator = keras.random.SeedGenerator(seed)
-            self.supports_masking = True
+        _NEEDS_SIZE = False
 
-        def call(self, inputs: Any, training: bool | None = None) -> Any:
-            if not training:
-                return inputs
+        def _augment(self, inputs: Any, height: int, width: int) -> Any:
             draw = keras.random.uniform((ops.shape(inputs)[0], 1, 1, 1), seed=self._seed_generator)
             return ops.where(draw <= 0.5, ops.flip(inputs, axis=2), inputs)
 
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape
-
-        def get_config(self) -> dict[str, Any]:
-            config = super().get_config()
-            config.update(seed=self.seed)
-            return config
-
     @keras.saving.register_keras_serializable(package="cnnlab")
-    class RandomShift(keras.layers.Layer):  # type: ignore[name-defined]
+    class RandomShift(_Augmentation):
         """Shift each image by a random whole number of pixels, filling the gap (training only).
 
         Args:
@@ -162,6 +166,8 @@ def _define() -> dict[str, type]:
         pixel lands where, so the shift is one batched product of static shape.
         """
 
+        _OPTIONS = ("height_factor", "width_factor", "fill_value")
+
         def __init__(
             self,
             height_factor: float = 0.1,
@@ -170,7 +176,7 @@ def _define() -> dict[str, type]:
             seed: int | None = None,
             **kwargs: Any,
         ) -> None:
-            super().__init__(**kwargs)
+            super().__init__(seed=seed, **kwargs)
             for name, value in (("height_factor", height_factor), ("width_factor", width_factor)):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"RandomShift: `{name}` must be a number, got {value!r}")
@@ -179,16 +185,8 @@ def _define() -> dict[str, type]:
             self.height_factor = float(height_factor)
             self.width_factor = float(width_factor)
             self.fill_value = float(fill_value)
-            self.seed = seed
-            self._seed_generator = keras.random.SeedGenerator(seed)
-            self.supports_masking = True
 
-        def call(self, inputs: Any, training: bool | None = None) -> Any:
-            if not training:
-                return inputs
-            height, width = inputs.shape[1], inputs.shape[2]
-            if height is None or width is None:
-                raise ValueError("RandomShift needs images of a known height and width")
+        def _augment(self, inputs: Any, height: int, width: int) -> Any:
             batch = ops.shape(inputs)[0]
             rows = self._onehot(batch, height, self.height_factor, inputs.dtype)
             cols = self._onehot(batch, width, self.width_factor, inputs.dtype)
@@ -214,21 +212,8 @@ def _define() -> dict[str, type]:
             )  # output i minus source j
             return ops.cast(ops.equal(source, shift), dtype)
 
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape
-
-        def get_config(self) -> dict[str, Any]:
-            config = super().get_config()
-            config.update(
-                height_factor=self.height_factor,
-                width_factor=self.width_factor,
-                fill_value=self.fill_value,
-                seed=self.seed,
-            )
-            return config
-
     @keras.saving.register_keras_serializable(package="cnnlab")
-    class RandomErasingMask(keras.layers.Layer):  # type: ignore[name-defined]
+    class RandomErasingMask(_Augmentation):
         """Fill a random box of some images with a constant (training only).
 
         Args:
@@ -247,6 +232,8 @@ def _define() -> dict[str, type]:
         built from iota comparisons and applied with one select: no per-image shapes.
         """
 
+        _OPTIONS = ("factor", "scale", "fill_value")
+
         def __init__(
             self,
             factor: float | list[float] | tuple[float, float] = 0.5,
@@ -255,20 +242,12 @@ def _define() -> dict[str, type]:
             seed: int | None = None,
             **kwargs: Any,
         ) -> None:
-            super().__init__(**kwargs)
-            self.factor = _unit_range("factor", factor, from_zero=True)
-            self.scale = _unit_range("scale", scale, from_zero=False)
+            super().__init__(seed=seed, **kwargs)
+            self.factor = list(_unit_range("factor", factor, from_zero=True))
+            self.scale = list(_unit_range("scale", scale, from_zero=False))
             self.fill_value = float(fill_value)
-            self.seed = seed
-            self._seed_generator = keras.random.SeedGenerator(seed)
-            self.supports_masking = True
 
-        def call(self, inputs: Any, training: bool | None = None) -> Any:
-            if not training:
-                return inputs
-            height, width = inputs.shape[1], inputs.shape[2]
-            if height is None or width is None:
-                raise ValueError("RandomErasingMask needs images of a known height and width")
+        def _augment(self, inputs: Any, height: int, width: int) -> Any:
             batch = ops.shape(inputs)[0]
             seed = self._seed_generator
             fraction = ops.sqrt(
@@ -288,19 +267,6 @@ def _define() -> dict[str, type]:
             start = keras.random.uniform((batch,), seed=self._seed_generator) * (length - size)
             index = ops.arange(length, dtype="float32")[None, :]
             return ops.logical_and(index >= start[:, None], index < (start + size)[:, None])
-
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape
-
-        def get_config(self) -> dict[str, Any]:
-            config = super().get_config()
-            config.update(
-                factor=list(self.factor),
-                scale=list(self.scale),
-                fill_value=self.fill_value,
-                seed=self.seed,
-            )
-            return config
 
     return {
         "RandomCanvas": RandomCanvas,
