@@ -38,9 +38,9 @@ def test_augmentation_keeps_range_and_is_off_at_inference() -> None:
     model = build_model("improved", (28, 28, 1), 10)
     augment = [layer for layer in model.layers if type(layer).__name__.startswith("Random")]
     assert [type(layer).__name__ for layer in augment] == [
-        "RandomFlip",
-        "RandomTranslation",
-        "RandomErasing",
+        "RandomHorizontalFlip",
+        "RandomShift",
+        "RandomErasingMask",
     ]
     x = np.random.default_rng(1).random((16, 28, 28, 1)).astype("float32")
     trained = x

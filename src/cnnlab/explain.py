@@ -272,6 +272,11 @@ _RULES: dict[str, Any] = {
     "RandomFlip": _unchanged("flips images at random while training (not at inference)"),
     "RandomTranslation": _unchanged("shifts images at random while training"),
     "RandomErasing": _unchanged("erases a random patch while training"),
+    "RandomHorizontalFlip": _unchanged(
+        "mirrors half the images left-right while training (not at inference)"
+    ),
+    "RandomShift": _unchanged("shifts images by whole pixels at random while training"),
+    "RandomErasingMask": _unchanged("fills a random box of some images while training"),
     "RandomCanvas": _unchanged(
         "places the image at a random spot on a larger black canvas while training "
         "(not at inference)"

@@ -1,8 +1,9 @@
 """Architectures as data: a list of layer specs (TOML or JSON) and the builder that makes a model.
 
 A spec file names the Keras model and lists its layers in order. Each layer is a table with a
-`type` (any class in `keras.layers`, or one of cnnlab's own in `cnnlab.layers`, such as the
-`RandomCanvas` augmentation) and that class's own keyword arguments, spelled as in Keras.
+`type` (any class in `keras.layers`, or one of cnnlab's own in `cnnlab.layers`: the
+augmentations `RandomCanvas`, `RandomHorizontalFlip`, `RandomShift`, `RandomErasingMask`)
+and that class's own keyword arguments, spelled as in Keras.
 Two extra keys make graphs possible: `name` labels a layer and `inputs` lists the layer names
 it reads from (default: the layer before it; `"input"` is the model input), which is how a
 residual connection is written. The value `"num_classes"` anywhere stands for the number of
