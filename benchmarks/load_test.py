@@ -11,7 +11,7 @@ connections), how many answers were 5xx, and the server's resident memory (RSS, 
 after the warm-up and after the load (only for a server started here, on Linux). Exits 1 on any
 error.
 
-    python benchmarks/load_test.py RUN -n 20000 -c 8          # the long version (docs/reliability.md)
+    python benchmarks/load_test.py RUN -n 20000 -c 8   # the long version (docs/reliability.md)
 """
 
 from __future__ import annotations
