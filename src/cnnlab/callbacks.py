@@ -1,8 +1,9 @@
 """Small Keras callbacks, one job each, for what Keras' own set does not cover.
 
-Keras supplies early stopping, NaN termination, CSV logging and backup/restore; cnnlab adds:
-stopping at a target metric value, an atomically written best-model checkpoint that survives
-a resume, and the wall-clock time of each epoch in the logs.
+Keras supplies early stopping, NaN termination and CSV logging; cnnlab adds: stopping at a
+target metric value, an atomically written best-model checkpoint that survives a resume, the
+wall-clock time of each epoch in the logs, and the complete training state saved every epoch
+so that a resumed run ends exactly as an uninterrupted one (`TrainingState`).
 """
 
 from __future__ import annotations
@@ -135,3 +136,111 @@ class EpochTimer(_Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+# What each callback must carry over a resume to decide as an uninterrupted run would; Keras'
+# callbacks reset these in `on_train_begin`.
+_CALLBACK_STATE: dict[str, tuple[str, ...]] = {
+    "EarlyStopping": ("wait", "stopped_epoch", "best", "best_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+    "BestModelCheckpoint": ("best", "best_tie", "best_epoch"),
+}
+
+
+class TrainingState(_Callback):
+    """Save everything a resumed run needs after every epoch, atomically; restore it on resume.
+
+    Keras' `BackupAndRestore` saves the weights and the optimizer, then the epoch, as two files
+    (a kill between them resumes with mismatched halves), and leaves out the random generators'
+    states and the other callbacks' counters. This saves, in one file replaced atomically: the
+    number of finished epochs, every model variable (the random generators of dropout and
+    augmentation layers included), every optimizer variable (Adam's moments, its step, the
+    learning rate) and the state of the callbacks that decide when to stop or slow down
+    (`EarlyStopping` with its best weights, `ReduceLROnPlateau`, `BestModelCheckpoint`).
+    Together with a data order that depends only on the seed and the epoch
+    (`cnnlab.pipeline.make_dataset(skip_epochs=...)`), a run killed at any moment and resumed
+    with `fit(initial_epoch=TrainingState.finished_epochs(path))` ends as an uninterrupted one.
+
+    Put it last in the callback list: it restores after the others have reset themselves.
+
+    >>> state = TrainingState("runs/demo/backup/state.npz")
+    """
+
+    def __init__(self, path: str | Path, callbacks: list[Any] | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.callbacks = [c for c in callbacks or [] if _has_state(c)]
+
+    @staticmethod
+    def finished_epochs(path: str | Path) -> int:
+        """How many epochs the saved state has finished (0 when there is none)."""
+        import numpy as np
+
+        path = Path(path)
+        if not path.is_file():
+            return 0
+        with np.load(path) as saved:
+            return int(saved["epoch"])
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.path.is_file():
+            self._restore()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        import numpy as np
+
+        keras = _keras()
+        arrays: dict[str, Any] = {"epoch": np.asarray(epoch + 1)}
+        for prefix, variables in self._variables().items():
+            for i, variable in enumerate(variables):
+                arrays[f"{prefix}/{i}"] = keras.ops.convert_to_numpy(variable)
+        for index, callback in enumerate(self.callbacks):
+            for name in _CALLBACK_STATE[_base_kind(callback)]:
+                value = getattr(callback, name, None)  # None (not seen yet) is kept as NaN
+                arrays[f"callback{index}/{name}"] = np.asarray(np.nan if value is None else value)
+            weights = getattr(callback, "best_weights", None)
+            if weights is not None:
+                for i, weight in enumerate(weights):
+                    arrays[f"callback{index}/best_weights/{i}"] = np.asarray(weight)
+        with atomic_path(self.path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def _variables(self) -> dict[str, list[Any]]:
+        model = self.model
+        return {"model": list(model.variables), "optimizer": list(model.optimizer.variables)}
+
+    def _restore(self) -> None:
+        import numpy as np
+
+        model = self.model
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        with np.load(self.path) as saved:
+            for prefix, variables in self._variables().items():
+                for i, variable in enumerate(variables):
+                    variable.assign(saved[f"{prefix}/{i}"])
+            for index, callback in enumerate(self.callbacks):
+                kind = _base_kind(callback)
+                for name in _CALLBACK_STATE[kind]:
+                    value = saved[f"callback{index}/{name}"].item()
+                    is_nan = isinstance(value, float) and math.isnan(value)
+                    setattr(callback, name, None if is_nan else value)
+                prefix = f"callback{index}/best_weights/"
+                keys = [k for k in saved.files if k.startswith(prefix)]
+                keys.sort(key=lambda k: int(k.rsplit("/", 1)[1]))
+                weights = [saved[key] for key in keys]
+                if hasattr(callback, "best_weights"):
+                    callback.best_weights = weights or None
+        log.info("resumed from %s: every variable, generator and counter as it was", self.path)
+
+
+def _has_state(callback: Any) -> bool:
+    return any(cls.__name__ in _CALLBACK_STATE for cls in type(callback).__mro__)
+
+
+def _base_kind(callback: Any) -> str:
+    """The `_CALLBACK_STATE` entry for `callback` (its class or the nearest base class)."""
+    for cls in type(callback).__mro__:
+        if cls.__name__ in _CALLBACK_STATE:
+            return cls.__name__
+    raise KeyError(type(callback).__name__)

@@ -15,6 +15,10 @@ import numpy as np
 
 from cnnlab._backend import keras as _keras
 
+_ITERATORS_PER_EPOCH = 2
+"""Iterators Keras' `fit` creates over a dataset of known length each epoch (Keras 3's
+EpochIterator: one to run the epoch, one made ready at its end and dropped)."""
+
 
 def make_dataset(
     x: np.ndarray,
@@ -23,16 +27,28 @@ def make_dataset(
     *,
     shuffle: bool = False,
     seed: int | None = None,
+    skip_epochs: int = 0,
 ) -> Any:
-    """A dataset of (images, labels) batches that keeps the model fed, for `model.fit`."""
+    """A dataset of (images, labels) batches that keeps the model fed, for `model.fit`.
+
+    Shuffled, each epoch's order depends only on `seed` and the epoch's number: a run resumed
+    after `skip_epochs` finished epochs sees the orders an uninterrupted run would.
+    """
     keras = _keras()  # sets the quiet TensorFlow environment before the first import
     if keras.backend.backend() != "tensorflow":
-        return _array_batches(x, y, batch_size, shuffle=shuffle, seed=seed)
+        return _array_batches(x, y, batch_size, shuffle=shuffle, seed=seed, skip_epochs=skip_epochs)
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        # Each new iterator draws the next order from the shuffle's seed generator. Keras' fit
+        # makes two an epoch (one as the epoch starts, one, unused, as it ends), so creating
+        # and dropping as many per finished epoch advances the generator to where an
+        # uninterrupted run would be; creating an iterator reads no data.
+        # tests/test_fault_injection.py fails if a Keras release changes that count.
+        for _ in range(skip_epochs * _ITERATORS_PER_EPOCH):
+            iter(dataset)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -43,6 +59,7 @@ def _array_batches(
     *,
     shuffle: bool = False,
     seed: int | None = None,
+    skip_epochs: int = 0,
 ) -> Any:
     """A `keras.utils.PyDataset` of batches of (x, y), in a new random order every epoch.
 
@@ -55,6 +72,8 @@ def _array_batches(
             super().__init__()
             self._rng = np.random.default_rng(seed)
             self._order = self._rng.permutation(len(x)) if shuffle else np.arange(len(x))
+            for _ in range(skip_epochs if shuffle else 0):  # the orders of finished epochs
+                self._order = self._rng.permutation(len(x))
 
         def __len__(self) -> int:
             return math.ceil(len(x) / batch_size)

@@ -175,6 +175,11 @@ class Run:
         return self.dir / BACKUP_DIR
 
     @property
+    def state_backup(self) -> Path:
+        """The complete training state after the last finished epoch (`TrainingState`)."""
+        return self.backup_dir / "state.npz"
+
+    @property
     def onnx_file(self) -> Path:
         """The exported ONNX model: the file opened, if it is one, else `model.onnx`."""
         return self.model_file if self.is_onnx else self.dir / ONNX_FILE
@@ -347,9 +352,30 @@ class Run:
 
     # --- Housekeeping -----------------------------------------------------------------------
 
+    def check_writable(self) -> None:
+        """Raise RunError unless files can be written where the run folder is (or will be):
+        a read-only or full disk is found before any work, and nothing is created."""
+        folder = self.dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            atomic_write_text(folder / ".cnnlab-write-check", "")
+            (folder / ".cnnlab-write-check").unlink()
+        except OSError as exc:
+            raise RunError(
+                f"{self.dir}: cannot write the run folder ({exc.strerror or exc}); free some "
+                "space or choose another folder with --runs-dir (nothing was changed)"
+            ) from None
+
     def make_dir(self) -> None:
-        """Create the run folder (and its parents) if it does not exist yet."""
+        """Create the run folder (and its parents) if it does not exist yet, and remove the
+        temporary files a killed writer left (the finished files are never half-written: each
+        is written beside its name and renamed over it, see `cnnlab._io.atomic_path`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.dir, self.backup_dir):
+            for leftover in folder.glob(".*") if folder.is_dir() else ():
+                if leftover.is_file() and leftover.name.count(".") >= 2:
+                    leftover.unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Delete the whole run folder (`--overwrite`)."""

@@ -87,6 +87,7 @@ def train(
         "Keras backend: %s; precision: %s (%s)", backend, config.train.precision, precision_reason
     )
     log.info("configuration:\n%s", config.to_toml().rstrip())
+    run.check_writable()  # a read-only or full disk fails here, before any work
 
     # Prepare the data.
     splits = _prepare_data(config)
@@ -96,7 +97,12 @@ def train(
     from cnnlab.models import summary_text
 
     processes.check_batch_size(config.train.batch_size)
-    model = build_training_model(config, splits, init_filters=not resuming, processes=processes)
+    # A resumed run restores every variable from the last finished epoch (TrainingState); one
+    # killed before its first epoch ended starts as a new one would.
+    from cnnlab.callbacks import TrainingState
+
+    finished = TrainingState.finished_epochs(run.state_backup) if resuming else 0
+    model = build_training_model(config, splits, init_filters=finished == 0, processes=processes)
 
     run.make_dir()
     if not resuming:
@@ -127,7 +133,12 @@ def train(
 
     batch = config.train.batch_size
     train_data = make_dataset(
-        splits.x_train, splits.y_train, batch, shuffle=True, seed=config.train.seed
+        splits.x_train,
+        splits.y_train,
+        batch,
+        shuffle=True,
+        seed=config.train.seed,
+        skip_epochs=finished,
     )
     val_data = make_dataset(splits.x_val, splits.y_val, batch) if len(splits.x_val) else None
     started = time.perf_counter()
@@ -135,6 +146,7 @@ def train(
         processes.shard(train_data),
         validation_data=processes.shard(val_data) if val_data is not None else None,
         epochs=config.train.epochs,
+        initial_epoch=finished,
         callbacks=processes.keep_callbacks([*own, *callbacks]),
         shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=1 if _is_terminal(sys.stdout) else 2,
@@ -254,7 +266,7 @@ def _prepare_data(config: Config) -> Splits:
 def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[list[Any], Any]:
     """The callbacks that control training, in the order they must run at an epoch's end."""
     keras = _keras()
-    from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached
+    from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached, TrainingState
 
     train = config.train
     monitor = recorded_monitor(train.monitor, has_validation=has_validation)
@@ -297,8 +309,9 @@ def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[l
         # The CSV row is written before the backup records the epoch, so a kill between the
         # two repeats a row (dropped by Run.history) rather than losing one.
         keras.callbacks.CSVLogger(str(run.history_file), append=True),
-        keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
     ]
+    # Last: it restores the others' counters after they reset themselves at the start.
+    callbacks.append(TrainingState(run.state_backup, callbacks))
     return callbacks, checkpoint
 
 
