@@ -77,13 +77,23 @@ training.train(load_config(sys.argv[1]))
 print("finished without being killed")
 """
 
-KILLS = [
-    ("mid-epoch", 1, 3),
-    ("checkpoint", 2, 0),
-    ("state", 3, 0),
-    ("mid-epoch", 4, 1),
-    ("final", 0, 0),
-]
+
+def _kills(seed: int) -> list[tuple[str, int, int]]:
+    """Where to die, in order: two random moments inside epochs (epoch 0-4, batch 0-11 of 12),
+    a checkpoint and a state save being renamed into place at a random epoch, and the final
+    save. Seeded, so a failure names a plan that can be replayed (CNNLAB_FAULT_SEED)."""
+    rng = np.random.default_rng(seed)
+    first, second = sorted(int(e) for e in rng.choice(5, size=2, replace=False))
+    return [
+        ("mid-epoch", first, int(rng.integers(0, 12))),
+        ("checkpoint", int(rng.integers(first, 5)), 0),
+        ("state", int(rng.integers(first, 5)), 0),
+        ("mid-epoch", second, int(rng.integers(0, 12))),
+        ("final", 0, 0),
+    ]
+
+
+FAULT_SEED = int(os.environ.get("CNNLAB_FAULT_SEED", "0"))
 
 
 def _metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -131,7 +141,8 @@ def test_a_run_killed_again_and_again_ends_as_an_uninterrupted_one(
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
     kills = 0
-    for where, epoch, batch in KILLS:
+    plan = _kills(FAULT_SEED)
+    for where, epoch, batch in plan:
         if Run(config.run_dir).state().finished:
             break
         done = subprocess.run(
@@ -141,10 +152,10 @@ def test_a_run_killed_again_and_again_ends_as_an_uninterrupted_one(
             text=True,
             timeout=300,
         )
-        assert done.returncode in (-9, 0), done.stderr[-3000:]
+        assert done.returncode in (-9, 0), f"plan {plan}: {done.stderr[-3000:]}"
         kills += done.returncode == -9
         _no_half_files(config.run_dir)
-    assert kills >= 3  # the run really was interrupted, several times
+    assert kills >= 3, plan  # the run really was interrupted, several times
 
     resumed = train(config)  # the same command once more, to the end
     assert resumed.state.finished
