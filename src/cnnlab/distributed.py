@@ -139,10 +139,15 @@ class Processes:
         steer training (every process must take the same decisions), none that writes."""
         if self.count == 1:
             return list(callbacks)
-        from cnnlab.callbacks import BestModelCheckpoint
+        from cnnlab.callbacks import BestModelCheckpoint, TrainingState
 
         keras = _keras()
-        writers = (BestModelCheckpoint, keras.callbacks.CSVLogger, keras.callbacks.BackupAndRestore)
+        writers = (
+            BestModelCheckpoint,
+            TrainingState,
+            keras.callbacks.CSVLogger,
+            keras.callbacks.BackupAndRestore,
+        )
         if not self.writes:
             return [callback for callback in callbacks if not isinstance(callback, writers)]
         # Saving a model makes Keras create variables (a throwaway optimizer's); under the
@@ -172,6 +177,9 @@ class FollowerRun(Run):
 
     def history(self) -> list[dict[str, float]]:
         return []
+
+    def check_writable(self) -> None:
+        """Process 0 checks the run folder; the others write nothing there."""
 
     def make_dir(self) -> None:
         pass

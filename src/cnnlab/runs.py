@@ -21,6 +21,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,12 +356,16 @@ class Run:
     def check_writable(self) -> None:
         """Raise RunError unless files can be written where the run folder is (or will be):
         a read-only or full disk is found before any work, and nothing is created."""
+        import tempfile
+
         folder = self.dir
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        try:
-            atomic_write_text(folder / ".cnnlab-write-check", "")
-            (folder / ".cnnlab-write-check").unlink()
+        try:  # a file of its own (several processes may check at once), gone when closed
+            with tempfile.TemporaryFile(dir=folder, prefix=".cnnlab-write-check.") as probe:
+                probe.write(b"\0")
+                probe.flush()
+                os.fsync(probe.fileno())
         except OSError as exc:
             raise RunError(
                 f"{self.dir}: cannot write the run folder ({exc.strerror or exc}); free some "
