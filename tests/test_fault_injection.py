@@ -185,7 +185,8 @@ def test_a_run_folder_that_cannot_be_written_fails_before_training(
     def read_only(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # what atomic writes create
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)  # what the early check creates
     config = tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=1)
     with pytest.raises(RunError, match=r"cannot write the run folder \(Read-only file system\)"):
         train(config)
