@@ -37,6 +37,7 @@ CANDIDATES: dict[str, Finder] = {
     "border median, spread, group": Finder(background="border"),
     "surface, fixed 5%, group": Finder(threshold="fixed"),
     "surface, Otsu, group": Finder(threshold="otsu"),
+    "surface, spread without the Otsu cap, group": Finder(threshold="spread-only"),
     "surface, spread, largest region": Finder(keep="largest"),
     "surface, spread, group, not straightened": Finder(straighten=False),
     "surface, spread, group (default)": Finder(),
@@ -51,6 +52,7 @@ class Cell:
     paths: list[Path]
     labels: np.ndarray
     boxes: list[tuple[int, int, int, int]]
+    indices: np.ndarray  # which test images, to compare with the same images raw
 
 
 def main() -> None:
@@ -78,7 +80,6 @@ def main() -> None:
     data = load_dataset("fashion_mnist", args.data_dir)
     x, y = data.x_test, np.asarray(data.y_test).ravel()
     raw = predictor.probabilities(x[..., np.newaxis].astype(np.float32) / 255).argmax(axis=1)
-    raw_accuracy = float(np.mean(raw == y))
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)
@@ -96,7 +97,7 @@ def main() -> None:
             f"predicted like `cnnlab predict` in {took:.0f} s ({1000 * took / total:.1f} ms each)"
         )
         print()
-        _print_table(rows, raw_accuracy, args.run)
+        _print_table(rows, raw == y, args.run)
         if args.compare:
             print()
             _compare(predictor, cells, args.compare)
@@ -121,7 +122,7 @@ def _write_photos(
             path.write_bytes(photo.jpeg())
             paths.append(path)
             boxes.append(photo.box)
-        cells.append(Cell(condition, severity, paths, y[chosen], boxes))
+        cells.append(Cell(condition, severity, paths, y[chosen], boxes, chosen))
     return cells
 
 
@@ -147,16 +148,23 @@ def _box_right(found: tuple[int, int, int, int] | None, known: tuple[int, int, i
     )
 
 
-def _print_table(rows: list[tuple[Cell, float, float]], raw_accuracy: float, run: str) -> None:
+def _print_table(rows: list[tuple[Cell, float, float]], raw_right: np.ndarray, run: str) -> None:
+    """The table; "same images raw" is the model on the very test images each row drew, as
+    28x28 originals, so a row's difficulty is told apart from what the photo path loses."""
+    raw_accuracy = float(raw_right.mean())
     print(f"model: {run}; raw 28x28 test images: {100 * raw_accuracy:.2f}%")
     print()
-    print("| condition | severity | photos | accuracy | box right |")
-    print("|---|---|---|---|---|")
+    print(
+        "| condition | severity | photos | accuracy | 95% interval | same images raw | box right |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for cell, accuracy, boxes in rows:
         what = CONDITIONS[cell.condition][cell.severity - 1]
+        low, high = _wilson(accuracy, len(cell.paths))
         print(
             f"| {cell.condition} | {cell.severity}: {what} | {len(cell.paths)} | "
-            f"{100 * accuracy:.1f}% | {100 * boxes:.0f}% |"
+            f"{100 * accuracy:.1f}% | {100 * low:.0f}-{100 * high:.0f}% | "
+            f"{100 * raw_right[cell.indices].mean():.1f}% | {100 * boxes:.0f}% |"
         )
     counts = np.array([len(cell.paths) for cell, _, _ in rows])
     accuracies = np.array([accuracy for _, accuracy, _ in rows])
@@ -164,13 +172,26 @@ def _print_table(rows: list[tuple[Cell, float, float]], raw_accuracy: float, run
     overall = float(np.average(accuracies[photo_rows], weights=counts[photo_rows]))
     everything = float(np.average(accuracies, weights=counts))
     worst = min(photo_rows, key=lambda i: accuracies[i])
+    same = float(np.mean(raw_right[np.concatenate([rows[i][0].indices for i in photo_rows])]))
+    low, high = _wilson(overall, int(counts[photo_rows].sum()))
     print()
-    print(f"overall, every condition: {100 * overall:.1f}% ({counts[photo_rows].sum():,} photos)")
+    print(
+        f"overall, every condition: {100 * overall:.1f}% (95% interval {100 * low:.1f}-"
+        f"{100 * high:.1f}%, {counts[photo_rows].sum():,} photos); the same images raw: "
+        f"{100 * same:.1f}%"
+    )
     print(f"overall, with the clean row: {100 * everything:.1f}% ({counts.sum():,} photos)")
     print(
         f"lowest: {rows[worst][0].condition} {rows[worst][0].severity} at "
         f"{100 * accuracies[worst]:.1f}%; raw test images: {100 * raw_accuracy:.2f}%"
     )
+
+
+def _wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's 95% score interval for an accuracy measured on `n` photos."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _compare(predictor: object, cells: list[Cell], per_cell: int) -> None:

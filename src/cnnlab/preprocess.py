@@ -85,8 +85,12 @@ class Finder:
       gradient or vignette from uneven light is subtracted; "border" takes the median of the
       outer frame as one level for the whole picture.
     - `threshold`: "spread" stands out by `SPREAD_FACTOR` times the background's own measured
-      spread (its MAD, after smoothing), so noise and texture raise the bar; "otsu" splits the
-      distances from the background by Otsu's method; "fixed" is 5% of full scale (Zalando's).
+      spread (its MAD, after smoothing), so noise and texture raise the bar, but never above
+      where Otsu's method splits the picture's distances from the background, down to
+      `TEXTURE_FLOOR` spreads: on strong texture (paper, wood grain) 4 spreads is above a faint
+      garment, and the picture's own two-class split is lower; on a plain background 4 spreads
+      is the lower of the two, so nothing changes there. "spread-only" is the bar without that
+      cap, "otsu" is Otsu's split alone, "fixed" is 5% of full scale (Zalando's).
     - `keep`: "group" keeps the largest group of regions (regions closer than `MERGE_FRACTION`
       of the picture join a group) and drops specks, dust and separate small objects;
       "largest" keeps the largest connected region alone; "all" keeps everything that stands out.
@@ -96,7 +100,7 @@ class Finder:
     """
 
     background: Literal["surface", "border"] = "surface"
-    threshold: Literal["spread", "otsu", "fixed"] = "spread"
+    threshold: Literal["spread", "spread-only", "otsu", "fixed"] = "spread"
     keep: Literal["group", "largest", "all"] = "group"
     smooth: float = 1.5
     straighten: bool = True
@@ -108,6 +112,7 @@ BORDER_FINDER = Finder(
 """cnnlab's method before issue 13: border median, 5% threshold, trim to everything."""
 
 SPREAD_FACTOR = 4.0  # how many background spreads (MAD-sigmas) an object pixel stands out by
+TEXTURE_FLOOR = 2.5  # on texture, Otsu's split may lower the bar to this many spreads, no lower
 MERGE_FRACTION = 0.04  # regions closer than this fraction of the longest edge are one object
 _ANALYSIS_EDGE = 400  # the object is found on a copy this size at most: fast, and plenty
 _MIN_LEVEL = 6.0  # grey levels: the least difference that counts, even on a noiseless picture
@@ -571,7 +576,10 @@ def _threshold(finder: Finder, distance: NDArray[np.float32], spread: float) -> 
         return _FIXED_THRESHOLD
     if finder.threshold == "otsu":
         return max(_otsu(distance), _MIN_LEVEL)
-    return max(SPREAD_FACTOR * spread, _MIN_LEVEL)
+    level = SPREAD_FACTOR * spread
+    if finder.threshold == "spread":
+        level = min(level, max(_otsu(distance), TEXTURE_FLOOR * spread))
+    return max(level, _MIN_LEVEL)
 
 
 def _keep(stands_out: NDArray[np.bool_], keep: str) -> NDArray[np.bool_]:
