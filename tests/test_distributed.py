@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,28 @@ def test_other_backends_get_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["train", "--processes", "2", "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "KERAS_BACKEND=jax" in err
+
+
+def test_a_process_left_waiting_for_a_gone_partner_is_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Process 1 finishes at once; process 0 would wait forever (as in a collective whose
+    # partner has exited). launch stops it after the grace and says so, instead of hanging.
+    program = [
+        sys.executable,
+        "-c",
+        "import os, time; time.sleep(600 if os.environ['CNNLAB_PROCESS_ID'] == '0' else 0)",
+    ]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="cnnlab.distributed"):
+        code = launch([], 2, program=program, env=env, straggler_seconds=1.0)
+
+    assert code == 1
+    assert time.monotonic() - started < 60
+    [record] = caplog.records
+    assert "process 0 still running" in record.getMessage()
+    assert "after process 1 finished" in record.getMessage()
 
 
 def test_processes_flag_is_dropped_for_the_children() -> None:

@@ -42,6 +42,9 @@ ENV_NUM_PROCESSES = "CNNLAB_NUM_PROCESSES"
 ENV_PROCESS_ID = "CNNLAB_PROCESS_ID"
 JAX_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # JAX's own name, also accepted
 LOOPBACK = "127.0.0.1"
+STRAGGLER_SECONDS = 300.0
+"""How long `launch` lets processes run on after one has finished (process 0 writes the run
+folder after the others are done: seconds, not minutes)."""
 # Launchers whose environment JAX reads by itself: (variable that says how many processes, name).
 _LAUNCHERS = (("SLURM_NTASKS", "Slurm"), ("OMPI_COMM_WORLD_SIZE", "Open MPI"))
 
@@ -299,10 +302,16 @@ def launch(
     *,
     program: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    straggler_seconds: float = STRAGGLER_SECONDS,
 ) -> int:
     """Run `cnnlab ARGV` (a `train` command; or `program ARGV`) as `processes` processes on
     this machine, joined over 127.0.0.1 by the `CNNLAB_*` variables; return the first non-zero
     exit code, or 0. If one process fails, the others are stopped.
+
+    The processes train in step, so they finish together, process 0 a little later (it writes
+    the run folder). One still running `straggler_seconds` after another has finished is
+    waiting for a partner that is gone (a collective that will never complete): all are
+    stopped, with one line that says so, and the exit code is 1, instead of waiting forever.
 
     Process 0's output is shown; the others' progress is not (their warnings and errors are).
     `env`: the processes' environment (default: this one's).
@@ -323,7 +332,7 @@ def launch(
         command = [*(program or (sys.executable, "-m", "cnnlab")), *argv]
         quiet = subprocess.DEVNULL if index else None
         children.append(subprocess.Popen(command, env=child_env, stdout=quiet))
-    return _wait_all(children)
+    return _wait_all(children, straggler_seconds)
 
 
 def free_port() -> int:
@@ -372,12 +381,26 @@ def _undistributed(callback: Any) -> Any:
     return _Alone()
 
 
-def _wait_all(children: list[subprocess.Popen[bytes]]) -> int:
+def _wait_all(children: list[subprocess.Popen[bytes]], straggler_seconds: float) -> int:
+    first_done: float | None = None
     try:
         while True:
             codes = [child.poll() for child in children]
             failed = [code for code in codes if code not in (None, 0)]
             if failed or all(code == 0 for code in codes):
+                break
+            if first_done is None and 0 in codes:
+                first_done = time.monotonic()
+            if first_done is not None and time.monotonic() - first_done > straggler_seconds:
+                waiting = [str(i) for i, code in enumerate(codes) if code is None]
+                log.error(
+                    "process %s still running %.0f s after process %d finished: it is waiting "
+                    "for a partner that has gone; stopped all (run again to resume)",
+                    ", ".join(waiting),
+                    straggler_seconds,
+                    codes.index(0),
+                )
+                failed = [1]
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
