@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from cnnlab.cli import build_parser, main
 from cnnlab.errors import UnsafeModelError
 from cnnlab.runs import load_model
 
-LOADING_COMMANDS = ["summary", "evaluate", "predict", "visualize", "serve", "export"]
+LOADING_COMMANDS = ["summary", "evaluate", "predict", "visualize", "serve", "export", "bench"]
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,24 @@ def test_every_command_that_loads_a_model_takes_unsafe() -> None:
     for name in LOADING_COMMANDS:
         options = {o for action in commands.choices[name]._actions for o in action.option_strings}
         assert "--unsafe" in options, name
+
+
+def test_bench_times_a_run_with_code_only_with_unsafe(
+    lambda_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # `cnnlab bench --run RUN [--unsafe]`: the worker that times RUN's model loads it.
+    from cnnlab.bench import _worker
+
+    path, marker = lambda_model
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(path, run / "model.keras")
+    args = {"run_dir": str(run), "batch_size": 4, "calls": 2, "repeats": 1, "data_dir": None}
+    with pytest.raises(UnsafeModelError, match="--unsafe"):
+        _worker.inference(args)
+    assert not marker.exists()
+
+    result = _worker.inference({**args, "unsafe": True})
+    assert marker.exists()  # the file's code ran: what --unsafe allows
+    assert [row["format"] for row in result["rows"]][:2] == ["keras", "keras"]
+    marker.unlink()

@@ -386,6 +386,7 @@ def _add_bench(commands: Any) -> None:
         "for a CPU without bfloat16 (default: %(default)s, this machine's choice)",
     )
     _add_data_dir(bench)
+    _add_unsafe(bench)
     bench.set_defaults(handler=_bench)
 
 
@@ -679,6 +680,7 @@ def _bench(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         run_dir=args.run,
         precision=args.precision,
+        unsafe=args.unsafe,
     )
     print(format_table(results), end="")
     print(f"\nwritten: {write_json(results, args.json)}")

@@ -217,7 +217,7 @@ def inference(args: dict[str, Any]) -> Result:
     calls, repeats = args["calls"], args["repeats"]
     run = Run(run_dir) if run_dir is not None else None
     if run is not None and run.model_file.is_file():
-        model, origin = run.load_model(), str(run.model_file)
+        model, origin = run.load_model(unsafe=bool(args.get("unsafe"))), str(run.model_file)
     else:
         from cnnlab.models import build_model
 

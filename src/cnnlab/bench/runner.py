@@ -83,6 +83,7 @@ def run_bench(
     data_dir: str | None = None,
     run_dir: str | None = None,
     precision: str = "auto",
+    unsafe: bool = False,
 ) -> dict[str, Any]:
     """Measure training, time to accuracy, inference, memory and start-up; return the results.
 
@@ -91,7 +92,8 @@ def run_bench(
 
     `quick` runs everything tiny (one repeat, 2,000 images) to check that it works. `data_dir`
     is where Fashion-MNIST is looked for (as `--data-dir`); `run_dir` is a run folder whose model
-    and exports (`*.onnx`, `*.tflite`) are timed for inference (default: an untrained seed model).
+    and exports (`*.onnx`, `*.tflite`) are timed for inference (default: an untrained seed model);
+    `unsafe` lets its `.keras` file hold Python code (see `cnnlab.runs.Run.load_model`).
     """
     from cnnlab.config import PRECISIONS
 
@@ -141,6 +143,7 @@ def run_bench(
         {
             "data_dir": data_dir,
             "run_dir": run_dir,
+            "unsafe": unsafe,
             "calls": settings.latency_calls,
             "batch_size": settings.batch_size,
             "repeats": settings.batch_repeats,
