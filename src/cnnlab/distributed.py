@@ -395,7 +395,8 @@ def _wait_all(children: list[subprocess.Popen[bytes]], straggler_seconds: float)
                 waiting = [str(i) for i, code in enumerate(codes) if code is None]
                 log.error(
                     "process %s still running %.0f s after process %d finished: it is waiting "
-                    "for a partner that has gone; stopped all (run again to resume)",
+                    "for a partner that has gone; stopped all (train again with --overwrite: "
+                    "several processes do not resume a run)",
                     ", ".join(waiting),
                     straggler_seconds,
                     codes.index(0),
