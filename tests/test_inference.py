@@ -10,7 +10,7 @@ from synthetic import make_images
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import KerasPredictor, load_predictor, predict
 from cnnlab.models import build_model
-from cnnlab.preprocess import prepare_whole_image
+from cnnlab.preprocess import FRAMINGS, prepare_image, prepare_whole_image
 
 
 def _save(path: Path, image: np.ndarray) -> Path:
@@ -34,6 +34,21 @@ def test_predicts_files_arrays_and_pil_images(tiny_run: Path, tmp_path: Path) ->
     for result in results:
         assert len(result.top) == 2 and result.top[0][1] >= result.top[1][1]
         assert abs(sum(result.probabilities) - 1) < 1e-5
+
+
+def test_a_photo_is_predicted_as_the_mean_over_its_framings(tiny_run: Path, tmp_path: Path) -> None:
+    canvas = np.full((120, 160), 215, np.uint8)
+    garment = 255 - make_images(np.array([2]), np.random.default_rng(3))[0]
+    canvas[20:104, 40:124] = np.asarray(Image.fromarray(garment).resize((84, 84)))
+    photo = _save(tmp_path / "photo.png", canvas)
+    predictor = load_predictor(tiny_run)
+
+    framed = prepare_image(photo).inputs
+    each = predictor.probabilities(framed)  # a 4-D batch: one row per framing
+    (result,) = predictor.predict([photo], top_k=4)
+
+    assert framed.shape[0] == len(FRAMINGS) and not np.array_equal(framed[0], framed[-1])
+    np.testing.assert_allclose(result.probabilities, each.mean(axis=0), rtol=1e-6, atol=1e-7)
 
 
 def test_a_bad_image_does_not_stop_the_others(tiny_run: Path, tmp_path: Path) -> None:

@@ -15,9 +15,11 @@ from PIL import Image, ImageDraw, ImageFile, features
 
 from cnnlab.errors import ImageError
 from cnnlab.preprocess import (
+    FRAMINGS,
     MAX_PIXELS,
     load_image,
     prepare_image,
+    prepare_many,
     prepare_whole_image,
     preprocess_many,
     to_model_input,
@@ -521,6 +523,39 @@ def test_preprocess_many_keeps_going_past_a_bad_image(tmp_path: Path) -> None:
     assert errors[0] is None and errors[2] is None
     assert isinstance(errors[1], ImageError) and "missing.png" in str(errors[1])
     assert isinstance(errors[3], ImageError) and "<bytes>" in str(errors[3])
+
+
+def test_framings_move_every_side_of_the_box_out_and_in(tmp_path: Path) -> None:
+    image = Image.new("L", (300, 300), 230)
+    ImageDraw.Draw(image).ellipse((50, 50, 249, 249), fill=30)  # a disc 200 across
+    path = tmp_path / "disc.png"
+    image.save(path)
+
+    prepared = prepare_image(path)
+
+    inputs = prepared.inputs
+    assert inputs.shape == (len(FRAMINGS), *SIZE, 1)
+    np.testing.assert_array_equal(inputs[0], prepared.array)
+    ink = {f: float((framed > 0.5).mean()) for f, framed in zip(FRAMINGS, inputs, strict=True)}
+    # a wider box puts background round the disc; a tighter one cuts it, so it fills more
+    by_fraction = [ink[fraction] for fraction in sorted(FRAMINGS)]
+    assert by_fraction == sorted(by_fraction, reverse=True) and len(set(by_fraction)) == 5
+    assert max(extent(inputs[FRAMINGS.index(max(FRAMINGS))])) < 28  # margins all round at +3%
+
+
+def test_framed_batches_repeat_a_single_framing_so_rows_line_up(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    draw_ellipse("RGB", (90, 60), "white", "black").save(photo)
+    row = np.zeros(SIZE, np.uint8)
+    row[5:20, 5:20] = 255
+
+    batch, outcomes = prepare_many([photo, b"junk", row], framings=True)
+
+    assert batch.shape == (2, len(FRAMINGS), *SIZE, 1)
+    np.testing.assert_array_equal(batch[0], prepare_image(photo).inputs)
+    for framed in batch[1]:  # a model-ready array has one framing: itself, repeated
+        np.testing.assert_array_equal(framed, to_model_input(row))
+    assert isinstance(outcomes[1], ImageError)
 
 
 def test_preprocess_many_with_nothing_good() -> None:

@@ -94,27 +94,39 @@ class Predictor(abc.ABC):
         return self.input_shape[0] is None and self.input_shape[1] is None
 
     def prepare(self, images: Iterable[Any]) -> tuple[NDArray[np.float32], list[str | None]]:
-        """Model inputs for the images that could be read, and an error (or None) per image."""
+        """Model inputs for the images that could be read, and an error (or None) per image:
+        one (height, width, channels) input each, the found box's (see `prepare_boxed`)."""
         batch, outcomes = self.prepare_boxed(images)
-        return batch, [o if isinstance(o, str) else None for o in outcomes]
+        return batch[:, 0], [o if isinstance(o, str) else None for o in outcomes]
 
     def prepare_boxed(self, images: Iterable[Any]) -> tuple[NDArray[np.float32], list[Outcome]]:
-        """Like `prepare`, with each good image's found box (or None) where its error would be.
+        """Like `prepare`, with each good image's found box (or None) where its error would be,
+        and every framing of each image: the batch is (N, framings, height, width, channels),
+        the found box's input first (`cnnlab.preprocess.FRAMINGS`); `probabilities` averages
+        over the framings.
 
         The one conversion every path uses (CLI, Python, the page, the API, ONNX):
         `cnnlab.preprocess.prepare_many`.
         """
         from cnnlab.preprocess import prepare_many
 
-        batch, outcomes = prepare_many(list(images), size=self.size)
+        batch, outcomes = prepare_many(list(images), size=self.size, framings=True)
         return self._with_channels(batch), [
             str(o) if isinstance(o, ImageError) else o.box for o in outcomes
         ]
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Class probabilities for a batch of model inputs, one row per input."""
+        """Class probabilities for a batch of model inputs, one row per input.
+
+        A batch from `prepare_boxed` holds several framings of each image, (N, framings, H, W,
+        C): its row is the mean of their probabilities, as test-time augmentation does.
+        """
         if not len(batch):
             return np.zeros((0, len(self.class_names)))
+        if batch.ndim == 5:
+            count, framings = batch.shape[:2]
+            flat = np.asarray(self._forward(batch.reshape(count * framings, *batch.shape[2:])))
+            return flat.astype(np.float64).reshape(count, framings, -1).mean(axis=1)
         return np.asarray(self._forward(batch), dtype=np.float64)
 
     def predict(

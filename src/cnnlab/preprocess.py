@@ -38,6 +38,7 @@ from cnnlab.images import (
 
 __all__ = [  # MAX_*, ImageSource, describe_source and load_image live in cnnlab.images
     "BORDER_FINDER",
+    "FRAMINGS",
     "MAX_FILE_BYTES",
     "MAX_KEEP_SIZE_EDGE",
     "MAX_PIXELS",
@@ -128,10 +129,27 @@ _TILT_GAIN = 0.93  # straighten only when the upright box shrinks to this fracti
 _FIT_STRIDE = 4  # the background surface is fitted on every 4th pixel each way
 _MIN_SURFACE_EDGE = 48  # smaller pictures get one flat background level
 _MAD_SIGMA = 1.4826  # MAD -> standard deviation of a normal distribution
+FRAMINGS = (0.0, -0.015, 0.015, -0.03, 0.03)
+"""How the found box is re-framed for prediction: each side moved out (positive) or in by this
+fraction of the box's longest edge. A box found on a real photo is right only to a pixel or two,
+and a model trained on exactly trimmed images is sensitive to that; averaging its answers over
+these five framings gained 1.4 points on photos (`benchmarks/photos.py`, docs/predicting.md)."""
+
+
+class _Framed:
+    """What the model is given for one picture: `array`, or every framing of it."""
+
+    array: NDArray[np.float32]
+    framings: NDArray[np.float32] | None
+
+    @property
+    def inputs(self) -> NDArray[np.float32]:
+        """Every framing's model input, (framings, height, width, 1), `array` first."""
+        return self.array[np.newaxis] if self.framings is None else self.framings
 
 
 @dataclass(frozen=True)
-class Steps:
+class Steps(_Framed):
     """Every step of one picture's conversion, each inspectable (`cnnlab visualize preprocess`).
 
     Arrays are at the working size (the picture box-reduced by `scale` so no edge exceeds
@@ -154,20 +172,25 @@ class Steps:
     """Original pixels per working pixel."""
     object_is_dark: bool
     """True when the object was darker than its background (and was negated)."""
+    framings: NDArray[np.float32] | None = None
+    """The model input for each of `FRAMINGS`, shape (framings, height, width, 1), `array`
+    first; None where there is only `array` (a blank or model-sized picture)."""
 
 
 @dataclass(frozen=True)
-class PreparedImage:
+class PreparedImage(_Framed):
     """Model input for one picture; `blank` means nothing stood out, so `array` is all zeros.
 
     `box` is where the object was found, (left, top, right, bottom) in the original picture's
-    pixels; None for a blank picture or a model-ready array.
+    pixels; None for a blank picture or a model-ready array. `inputs` is what a predictor
+    averages over: the found box and its re-framings (`FRAMINGS`).
     """
 
     array: NDArray[np.float32]
     blank: bool
     source: str
     box: Box | None = None
+    framings: NDArray[np.float32] | None = None
 
 
 def to_model_input(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> NDArray[np.float32]:
@@ -192,7 +215,7 @@ def prepare_image(
     steps = preprocess_steps(image, (height, width), finder)
     if steps.box is None:
         logger.debug("%s: nothing stands out from the background", name)
-    return PreparedImage(steps.array, steps.box is None, name, steps.box)
+    return PreparedImage(steps.array, steps.box is None, name, steps.box, steps.framings)
 
 
 def preprocess_steps(
@@ -225,15 +248,9 @@ def preprocess_steps(
         min(right * scale, picture.width),
         min(bottom * scale, picture.height),
     )
+    framings = np.stack([_fit(framed, (height, width)) for framed in found.framings])
     return Steps(
-        grey,
-        found.background,
-        found.mask,
-        box,
-        crop,
-        _fit(crop, (height, width)),
-        scale,
-        found.dark,
+        grey, found.background, found.mask, box, crop, framings[0], scale, found.dark, framings
     )
 
 
@@ -320,23 +337,32 @@ def preprocess_many(
 
 
 def prepare_many(
-    sources: Iterable[ImageSource], size: tuple[int, int] = MODEL_SIZE
+    sources: Iterable[ImageSource], size: tuple[int, int] = MODEL_SIZE, *, framings: bool = False
 ) -> tuple[NDArray[np.float32], list[PreparedImage | ImageError]]:
-    """Like `preprocess_many`, with each good source's `PreparedImage` (its box) in its slot."""
+    """Like `preprocess_many`, with each good source's `PreparedImage` (its box) in its slot.
+
+    With `framings`, the batch holds every framing of each picture, (N_good, framings, *size,
+    1); a picture with one framing (a model-sized array, a blank picture) repeats it, so every
+    row has as many as the most framed picture of the batch.
+    """
     height, width = _checked_size(size)
-    arrays: list[NDArray[np.float32]] = []
+    prepared: list[PreparedImage] = []
     outcomes: list[PreparedImage | ImageError] = []
     for source in sources:
         try:
-            prepared = prepare_image(source, (height, width))
+            prepared.append(prepare_image(source, (height, width)))
         except ImageError as exc:
             outcomes.append(exc)
         else:
-            arrays.append(prepared.array)
-            outcomes.append(prepared)
-    if not arrays:
-        return np.zeros((0, height, width, 1), np.float32), outcomes
-    return np.stack(arrays), outcomes
+            outcomes.append(prepared[-1])
+    if not framings:
+        arrays = [p.array for p in prepared]
+        empty = np.zeros((0, height, width, 1), np.float32)
+        return (np.stack(arrays) if arrays else empty), outcomes
+    count = max((len(p.inputs) for p in prepared), default=1)
+    rows = [np.repeat(p.inputs, count // len(p.inputs), axis=0) for p in prepared]
+    empty = np.zeros((0, count, height, width, 1), np.float32)
+    return (np.stack(rows) if rows else empty), outcomes
 
 
 def _checked_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -416,6 +442,7 @@ class _Found:
     levels: NDArray[np.float32]  # the object light on black in [0, 1], the whole frame
     crop: NDArray[np.float32]  # the object's box of `levels` (turned upright if it was tilted)
     dark: bool
+    framings: tuple[NDArray[np.float32], ...] = ()  # `crop`, then its re-framings (FRAMINGS)
 
 
 def _find_object(grey: NDArray[np.float32], finder: Finder) -> _Found:
@@ -459,10 +486,23 @@ def _find_object(grey: NDArray[np.float32], finder: Finder) -> _Found:
     peak = float(np.percentile(signed[full_mask], _PEAK_PERCENTILE))
     levels = np.clip((signed - floor) / max(peak - floor, 1.0), 0.0, 1.0) * shown
     levels = levels.astype(np.float32)
-    left, top, right, bottom = box
     angle = _tilt(core) if finder.straighten and finder.keep != "all" else 0.0
-    crop = _straightened(levels, full_core, box, angle) if angle else levels[top:bottom, left:right]
-    return _Found(background, full_mask, box, levels, crop, dark)
+    upright, upright_box = _straightened(levels, full_core, box, angle) if angle else (levels, box)
+    framings = tuple(_reframed(upright, upright_box, fraction) for fraction in FRAMINGS)
+    return _Found(background, full_mask, box, levels, framings[0], dark, framings)
+
+
+def _reframed(levels: NDArray[np.float32], box: Box, fraction: float) -> NDArray[np.float32]:
+    """`levels` cropped to `box` with each side moved out by `fraction` of its longest edge
+    (in, when negative), staying inside the picture and at least a pixel wide."""
+    left, top, right, bottom = box
+    step = round(fraction * max(right - left, bottom - top))
+    step = max(step, -((min(right - left, bottom - top) - 1) // 2))
+    height, width = levels.shape
+    return levels[
+        max(top - step, 0) : min(bottom + step, height),
+        max(left - step, 0) : min(right + step, width),
+    ]
 
 
 def _near_sharp_edges(
@@ -502,8 +542,8 @@ def _tilt(core: NDArray[np.bool_]) -> float:
 
 def _straightened(
     levels: NDArray[np.float32], core: NDArray[np.bool_], box: Box, angle: float
-) -> NDArray[np.float32]:
-    """The object turned upright by `angle` degrees and cropped to its new box."""
+) -> tuple[NDArray[np.float32], Box]:
+    """The object's surroundings turned upright by `angle` degrees, and its box in them."""
     left, top, right, bottom = box
     margin = max(right - left, bottom - top) // 2
     region = np.s_[max(top - margin, 0) : bottom + margin, max(left - margin, 0) : right + margin]
@@ -511,9 +551,8 @@ def _straightened(
     turned_core = ndimage.rotate(core[region].astype(np.float32), -angle, reshape=True, order=1)
     inside = turned_core > 0.5
     if not inside.any():
-        return levels[top:bottom, left:right]
-    new_left, new_top, new_right, new_bottom = _bounds(inside)
-    return np.clip(turned[new_top:new_bottom, new_left:new_right], 0.0, 1.0).astype(np.float32)
+        return levels, box
+    return np.clip(turned, 0.0, 1.0).astype(np.float32), _bounds(inside)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from cnnlab.inference import load_predictor
 from cnnlab.lite import OnnxPredictor
 from cnnlab.photoset import make_photo
 from cnnlab.prediction import Predictor
-from cnnlab.preprocess import prepare_image, to_model_input
+from cnnlab.preprocess import FRAMINGS, prepare_image, to_model_input
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -59,7 +59,10 @@ def test_every_path_gives_the_model_the_same_input(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    expected = to_model_input(photo)
+    expected = prepare_image(photo).inputs  # the found box and its re-framings
+    assert expected.shape == (len(FRAMINGS), 28, 28, 1)
+    assert not np.array_equal(expected[0], expected[-1])  # re-framed, not copied
+    np.testing.assert_array_equal(expected[0], to_model_input(photo))
     paths = {}
 
     load_predictor(tiny_run).predict([photo])  # Python API
@@ -84,7 +87,7 @@ def test_every_path_gives_the_model_the_same_input(
     for name, array in paths.items():
         np.testing.assert_array_equal(array, expected, err_msg=name)
     shown = np.array(features["pixels"], np.float32)  # the 28x28 the page draws
-    np.testing.assert_array_equal(shown, np.round(expected[:, :, 0], 4))
+    np.testing.assert_array_equal(shown, np.round(expected[0, :, :, 0], 4))
     assert expected.any() and len(paths) >= 4
 
 

@@ -334,7 +334,7 @@ def _features(
     service: ModelService, image: inputs.ImageInput, top_k: int | None, keep_size: bool = False
 ) -> FeaturesOut:
     batch, box = _prepared(service, image, keep_size)
-    model_input = batch[0]
+    model_input = batch[0, 0] if batch.ndim == 5 else batch[0]  # the found box's framing
     prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
     prediction.box = box
     layers = {layer.name: type(layer).__name__ for layer in service.model.layers}

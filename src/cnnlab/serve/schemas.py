@@ -60,7 +60,10 @@ class Picture(BaseModel):
 
 class FeaturesOut(BaseModel):
     prediction: PredictionOut
-    input: Picture = Field(description="the preprocessed input the model received")
+    input: Picture = Field(
+        description="the preprocessed input the model received for the found box (a photo's "
+        "answer is the mean over it and its re-framings, cnnlab.preprocess.FRAMINGS)"
+    )
     pixels: list[list[float]] = Field(description="that input's values in [0, 1], row by row")
     layers: list[Picture] = Field(description="each conv and pooling layer's output")
 
