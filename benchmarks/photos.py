@@ -195,24 +195,27 @@ def _wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _compare(predictor: object, cells: list[Cell], per_cell: int) -> None:
-    """The candidate methods on the same files: accuracy per condition (severities pooled)."""
+    """The candidate methods on the same files: accuracy per condition (severities pooled),
+    each predicted over its framings as `cnnlab predict` does, and the default without them."""
     from cnnlab.inference import Predictor
 
     assert isinstance(predictor, Predictor)
     conditions = list(dict.fromkeys(cell.condition for cell in cells))
     print("| method | " + " | ".join(conditions) + " | overall | ms/photo |")
     print("|---|" + "---|" * (len(conditions) + 2))
-    for name, finder in CANDIDATES.items():
+    rows = [(name, finder, True) for name, finder in CANDIDATES.items()]
+    rows.append(("surface, spread, group, found box only (no re-framings)", Finder(), False))
+    for name, finder, framed in rows:
         right: dict[str, int] = defaultdict(int)
         seen: dict[str, int] = defaultdict(int)
         start = time.perf_counter()
         for cell in cells:
-            batch = np.stack(
-                [prepare_image(path, predictor.size, finder).array for path in cell.paths]
-            )
+            paths = cell.paths[:per_cell]
+            prepared = [prepare_image(path, predictor.size, finder) for path in paths]
+            batch = np.stack([p.inputs if framed else p.array for p in prepared])
             predicted = predictor.probabilities(batch).argmax(axis=1)
-            right[cell.condition] += int(np.sum(predicted == cell.labels))
-            seen[cell.condition] += len(cell.paths)
+            right[cell.condition] += int(np.sum(predicted == cell.labels[: len(paths)]))
+            seen[cell.condition] += len(paths)
         per_photo = 1000 * (time.perf_counter() - start) / sum(seen.values())
         shown = [f"{100 * right[c] / seen[c]:.1f}" for c in conditions]
         photos = [c for c in conditions if c != "clean"]
