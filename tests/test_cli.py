@@ -133,6 +133,7 @@ def test_train_evaluate_predict(
     code, out, err = run(capsys, "predict", str(run_dir), str(image), str(not_image), "-k", "2")
     assert code == 2  # one image failed...
     assert out.startswith(f"{image}: left ")  # ...and the other was still predicted
+    assert "  found box [0, 0, 28, 28] (left, top, right, bottom" in out  # the whole 28x28
     assert_one_line_error(err, "notes.png")
     code, out, _ = run(capsys, "predict", str(run_dir), str(image), "--json")
     assert code == 0
