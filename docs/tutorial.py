@@ -34,7 +34,9 @@ import logging
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-logging.getLogger("tensorflow").setLevel(logging.ERROR)  # and its retracing notices
+# TensorFlow's Python notices (retracing) go too: a filter, since TensorFlow sets its logger to
+# INFO in a notebook the first time it logs, whatever level was set before
+logging.getLogger("tensorflow").addFilter(lambda record: record.levelno >= logging.ERROR)
 
 import numpy as np
 from IPython.display import Image, display

@@ -119,3 +119,12 @@ def test_the_notes_model_and_its_corrected_shapes_are_shown(executed: Any) -> No
     assert "2x2x32 = 128" in text  # the explanation corrects the notes' 3x3x32
     assert "Keras Conv2D agrees: True" in text
     assert "already finished" in text  # re-running a finished run does nothing
+
+
+@pytest.mark.integration
+def test_no_tensorflow_notices_reach_the_reader(executed: Any) -> None:
+    """TensorFlow sets its logger to INFO in a notebook when it first logs, so a level set
+    beforehand is lost; the tutorial filters instead, and no notice may show."""
+    text = "\n".join(_text(cell) for cell in executed.cells if cell.cell_type == "code")
+    assert "WARNING:tensorflow" not in text
+    assert "retracing" not in text
