@@ -47,7 +47,7 @@ from cnnlab.visualize._common import to_png
 QUICK = SETTING == "quick"
 TRAIN_LIMIT = 3000 if QUICK else 0  # 0: all 60,000 training images
 SEED_EPOCHS = 1 if QUICK else 5  # the notes fit 50 epochs; 5 show the same curve's start
-MAX_EPOCHS = 2 if QUICK else 15  # the default recipe stops early, usually after 10-13
+MAX_EPOCHS = 2 if QUICK else 15  # the default recipe stops early, usually after 9-13
 FCN_EPOCHS = 1 if QUICK else 8  # the fcn preset's 20 reach 91.7%; 8 show the idea
 RUNS_DIR = Path("runs") / "tutorial"
 
