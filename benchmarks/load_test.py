@@ -3,6 +3,7 @@
     python benchmarks/load_test.py runs/basic_cnn-fashion_mnist            # starts the server
     python benchmarks/load_test.py --url http://127.0.0.1:8000 -n 1000 -c 16 --route features
     python benchmarks/load_test.py RUN --json                              # one JSON object
+    python benchmarks/load_test.py RUN --body photo -n 500 -c 4            # 320x320 JPEG photos
 
 Given a RUN, the server is started in a separate process (so that the client does not share a
 GIL with it) on a free port, and stopped at the end. One warm-up request is not counted. Prints
@@ -84,7 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--concurrency", type=positive, default=8)
     parser.add_argument("--route", choices=sorted(ROUTES), default="predict")
     parser.add_argument(
-        "--body", choices=["png", "json"], default="png", help="a PNG upload or JSON pixels"
+        "--body",
+        choices=["png", "json", "photo"],
+        default="png",
+        help="a 28x28 PNG upload, JSON pixels, or a 320x320 JPEG photo of a test garment "
+        "(object finding and five framings: cnnlab.photoset)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -208,11 +213,14 @@ def load(
     )
 
 
-def send(client: httpx.Client, path: str, body: bytes | list[list[float]]) -> int | None:
+Upload = tuple[str, bytes, str]  # file name, bytes, content type
+
+
+def send(client: httpx.Client, path: str, body: Upload | list[list[float]]) -> int | None:
     """The answer's status code, or None when no answer came."""
     try:
-        if isinstance(body, bytes):
-            response = client.post(path, files={"file": ("drawing.png", body, "image/png")})
+        if isinstance(body, tuple):
+            response = client.post(path, files={"file": body})
         else:
             response = client.post(path, json=body)
     except httpx.HTTPError:
@@ -220,9 +228,13 @@ def send(client: httpx.Client, path: str, body: bytes | list[list[float]]) -> in
     return response.status_code
 
 
-def make_bodies(kind: str) -> list[bytes] | list[list[list[float]]]:
-    """Distinct drawings: a light bar on black at a random place, as a PNG or as pixels."""
+def make_bodies(kind: str) -> list[Upload] | list[list[list[float]]]:
+    """Distinct drawings: a light bar on black at a random place, as a PNG or as pixels; or
+    distinct photos: Fashion-MNIST test garments drawn as 320x320 JPEGs, the conditions of
+    `benchmarks/photos.py` in turn at severity 1."""
     rng = np.random.default_rng(0)
+    if kind == "photo":
+        return make_photos(rng)
     arrays = []
     for _ in range(DISTINCT_IMAGES):
         image = np.zeros((28, 28), np.uint8)
@@ -232,7 +244,21 @@ def make_bodies(kind: str) -> list[bytes] | list[list[list[float]]]:
         arrays.append(image)
     if kind == "json":
         return [(array / 255).tolist() for array in arrays]
-    return [png(array) for array in arrays]
+    return [("drawing.png", png(array), "image/png") for array in arrays]
+
+
+def make_photos(rng: np.random.Generator) -> list[Upload]:
+    from cnnlab.data import load_dataset
+    from cnnlab.photoset import CONDITIONS, make_photo
+
+    test = load_dataset("fashion_mnist").x_test
+    conditions = list(CONDITIONS)
+    picks = rng.choice(len(test), DISTINCT_IMAGES, replace=False)
+    photos = [
+        make_photo(test[pick], conditions[i % len(conditions)], 1, rng)
+        for i, pick in enumerate(picks)
+    ]
+    return [("photo.jpg", photo.jpeg(), "image/jpeg") for photo in photos]
 
 
 def png(array: np.ndarray) -> bytes:

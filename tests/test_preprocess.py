@@ -7,6 +7,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -494,6 +495,40 @@ def test_decompression_bomb_is_refused_before_decoding(
 
     assert "bomb.png" in str(caught.value) and problem in str(caught.value)
     assert decoded == []
+
+
+def test_the_bomb_guard_holds_while_other_threads_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's bomb warning is made an error inside `warnings.catch_warnings`, which swaps
+    process-wide state: threads decoding at once (the server's requests) must not lift each
+    other's guard, nor refuse each other's good pictures."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # Pillow warns from 1M, fails at 2M
+    real_open = Image.open
+    inside = [0, 0]  # threads in Pillow now, most at once
+
+    def slow_open(*args: object, **kwargs: object) -> object:  # a slow decoder: threads meet
+        inside[0] += 1
+        inside[1] = max(inside)
+        time.sleep(0.002)
+        inside[0] -= 1
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", slow_open)
+    bomb = png_bomb(1_200, 1_000)
+    buffer = io.BytesIO()
+    Image.new("L", (64, 48), 90).save(buffer, format="PNG")
+    fine = buffer.getvalue()
+
+    def outcome(index: int) -> str:
+        try:
+            load_image(bomb if index % 2 else fine, max_pixels=10_000_000)
+        except ImageError as exc:
+            return "refused" if "too many pixels" in str(exc) else str(exc)
+        return "decoded"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(outcome, range(600)))
+    assert outcomes == ["decoded", "refused"] * 300
+    assert inside[1] == 1  # one decode at a time, while the guard has the warning filters
 
 
 def test_pixel_limit_applies_to_arrays_and_can_be_raised(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,11 @@ MAX_PIXELS = 40_000_000
 """Largest width * height that is decoded: a guard against decompression bombs."""
 MAX_FILE_BYTES = 50 * 1024 * 1024
 """Largest encoded image that is read into memory."""
+
+_DECODING = threading.Lock()
+"""Held while Pillow opens and decodes: the decompression-bomb guard uses
+`warnings.catch_warnings`, which swaps the process-wide warning filters and is not thread-safe.
+Only the decoding is serialised, so threads (the server's requests) find objects in parallel."""
 
 
 def load_image(
@@ -146,7 +152,7 @@ def check_pixels(width: int, height: int, name: str, max_pixels: int) -> None:
 @contextlib.contextmanager
 def _pillow_errors(name: str) -> Iterator[None]:
     """Turn whatever Pillow raises while opening or decoding into one `ImageError`."""
-    with warnings.catch_warnings():
+    with _DECODING, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             yield

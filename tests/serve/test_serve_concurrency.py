@@ -10,6 +10,8 @@ import numpy as np
 from serve_helpers import LiveServer, png_bytes
 from synthetic import CLASS_NAMES, make_images
 
+from cnnlab.photoset import make_photo
+
 THREADS = 32
 ROUNDS = 3  # requests per image
 
@@ -35,3 +37,30 @@ def test_concurrent_predictions_equal_single_threaded_ones(live_server: LiveServ
 
     assert [answer["label"] for _, answer in alone] == [CLASS_NAMES[label] for label in labels]
     assert together == alone * ROUNDS  # same classes and bit-identical probabilities
+
+
+def test_concurrent_photos_get_the_lone_answers_and_boxes(live_server: LiveServer) -> None:
+    """Photos are prepared in parallel (only Pillow's decoding is serialised): each answer, the
+    found box included, is the one a lone client gets."""
+    rng = np.random.default_rng(5)
+    garments = make_images(np.arange(len(CLASS_NAMES)).repeat(2), rng)
+    conditions = ["noise", "gradient", "shadow", "rotated"]
+    bodies = [
+        make_photo(garment, conditions[i % len(conditions)], 1, rng).jpeg()
+        for i, garment in enumerate(garments)
+    ]
+
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+
+        def predict(index: int) -> tuple[int, Any]:
+            files = {"file": (f"{index}.jpg", bodies[index], "image/jpeg")}
+            response = client.post("/api/predict", files=files, params={"top_k": 4})
+            return response.status_code, response.json()
+
+        alone = [predict(index) for index in range(len(bodies))]
+        with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+            indices = [i for _ in range(ROUNDS) for i in range(len(bodies))]
+            together = list(pool.map(predict, indices))
+
+    assert all(status == 200 and answer["box"] is not None for status, answer in alone)
+    assert together == alone * ROUNDS  # same boxes, bit-identical probabilities
