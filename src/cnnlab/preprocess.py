@@ -133,7 +133,8 @@ FRAMINGS = (0.0, -0.015, 0.015, -0.03, 0.03)
 """How the found box is re-framed for prediction: each side moved out (positive) or in by this
 fraction of the box's longest edge. A box found on a real photo is right only to a pixel or two,
 and a model trained on exactly trimmed images is sensitive to that; averaging its answers over
-these five framings gained 1.4 points on photos (`benchmarks/photos.py`, docs/predicting.md)."""
+these five framings gained 1.0 to 1.1 points on two photo sets (`benchmarks/photos.py`,
+docs/predicting.md)."""
 
 
 class _Framed:
