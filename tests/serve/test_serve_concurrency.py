@@ -15,6 +15,26 @@ from cnnlab.photoset import make_photo
 THREADS = 32
 ROUNDS = 3  # requests per image
 
+Answer = tuple[int, Any]  # status code, JSON body
+Upload = tuple[str, bytes, str]  # file name, bytes, content type
+
+
+def alone_and_together(url: str, uploads: list[Upload]) -> tuple[list[Answer], list[Answer]]:
+    """Each upload's answer from `/api/predict` asked one at a time, then every upload asked
+    ROUNDS times from as many threads as there are uploads, all at once."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+
+        def predict(index: int) -> Answer:
+            files = {"file": uploads[index]}
+            response = client.post("/api/predict", files=files, params={"top_k": 4})
+            return response.status_code, response.json()
+
+        alone = [predict(index) for index in range(len(uploads))]
+        with ThreadPoolExecutor(max_workers=len(uploads)) as pool:
+            indices = [i for _ in range(ROUNDS) for i in range(len(uploads))]
+            together = list(pool.map(predict, indices))
+    return alone, together
+
 
 def test_concurrent_predictions_equal_single_threaded_ones(live_server: LiveServer) -> None:
     labels = np.tile(np.arange(len(CLASS_NAMES)), THREADS // len(CLASS_NAMES))
@@ -24,16 +44,8 @@ def test_concurrent_predictions_equal_single_threaded_ones(live_server: LiveServ
     bodies = [png_bytes(array) for array in arrays]
     assert len(set(bodies)) == THREADS
 
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-
-        def predict(index: int) -> tuple[int, Any]:
-            files = {"file": (f"{index}.png", bodies[index], "image/png")}
-            response = client.post("/api/predict", files=files, params={"top_k": 4})
-            return response.status_code, response.json()
-
-        alone = [predict(index) for index in range(THREADS)]
-        with ThreadPoolExecutor(max_workers=THREADS) as pool:
-            together = list(pool.map(predict, [i for _ in range(ROUNDS) for i in range(THREADS)]))
+    uploads = [(f"{index}.png", body, "image/png") for index, body in enumerate(bodies)]
+    alone, together = alone_and_together(live_server.url, uploads)
 
     assert [answer["label"] for _, answer in alone] == [CLASS_NAMES[label] for label in labels]
     assert together == alone * ROUNDS  # same classes and bit-identical probabilities
@@ -45,22 +57,13 @@ def test_concurrent_photos_get_the_lone_answers_and_boxes(live_server: LiveServe
     rng = np.random.default_rng(5)
     garments = make_images(np.arange(len(CLASS_NAMES)).repeat(2), rng)
     conditions = ["noise", "gradient", "shadow", "rotated"]
-    bodies = [
+    photos = [
         make_photo(garment, conditions[i % len(conditions)], 1, rng).jpeg()
         for i, garment in enumerate(garments)
     ]
 
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-
-        def predict(index: int) -> tuple[int, Any]:
-            files = {"file": (f"{index}.jpg", bodies[index], "image/jpeg")}
-            response = client.post("/api/predict", files=files, params={"top_k": 4})
-            return response.status_code, response.json()
-
-        alone = [predict(index) for index in range(len(bodies))]
-        with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-            indices = [i for _ in range(ROUNDS) for i in range(len(bodies))]
-            together = list(pool.map(predict, indices))
+    uploads = [(f"{index}.jpg", photo, "image/jpeg") for index, photo in enumerate(photos)]
+    alone, together = alone_and_together(live_server.url, uploads)
 
     assert all(status == 200 and answer["box"] is not None for status, answer in alone)
     assert together == alone * ROUNDS  # same boxes, bit-identical probabilities
