@@ -21,6 +21,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
     from cnnlab.config import Config
     from cnnlab.data import Splits
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BACKUP_DIR",
@@ -289,9 +292,7 @@ class Run:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            import logging
-
-            logging.getLogger(__name__).warning(
+            logger.warning(
                 "%s: ignoring unreadable test metrics (%s)", self.metrics_file, exc
             )
             return None
