@@ -3,16 +3,20 @@
 The notes' script is the seed model built layer by layer as the notes write it, compiled with
 the string 'adam', and `model.fit(X_train, y_train, epochs=E, batch_size=32)` on NumPy arrays
 (the data is read with cnnlab's loader, offline, in both). Each round runs one process of each,
-in alternating order; the table gives every round's wall-clock seconds, the medians and their
-ratio. `--precision float32` makes cnnlab run as it does on a CPU without bfloat16.
+the order turned by one place every round; the table gives every round's wall-clock seconds,
+the medians and their ratios. `--precision float32` makes cnnlab run as it does on a CPU without
+bfloat16; `--onednn-isa avx2` holds every process to oneDNN's AVX2 kernels (the instruction set
+of an AMD Zen 3); `--also LABEL=SRC` times the seed recipe of another source tree too (a
+checkout of the commit a figure was reported at, say), so a regression shows in the same rounds.
 
     python benchmarks/seed_vs_cnnlab.py [--epochs 2] [--limit 20000] [--rounds 3]
-        [--precision float32]
+        [--precision float32] [--onednn-isa avx2] [--also old=/tmp/old/src]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -52,10 +56,34 @@ model.fit(X_train, y_train, epochs=epochs, batch_size=32, verbose=2)
 """
 
 
-def _timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+NOTES = "the notes' script"
+
+
+def _stolen() -> float:
+    """Seconds the hypervisor has taken from this machine's CPUs so far, per CPU (Linux's steal
+    time; 0 where /proc/stat is not there). On a shared virtual machine it tells a slow round
+    that the machine caused from one the program did."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock seconds of one whole process, and the seconds stolen from it."""
+    stolen, started = _stolen(), time.perf_counter()
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    return time.perf_counter() - started, _stolen() - stolen
+
+
+def _source_tree(value: str) -> tuple[str, Path]:
+    label, _, source = value.partition("=")
+    if not label or not (Path(source) / "cnnlab" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected LABEL=DIR with DIR/cnnlab in it")
+    return label, Path(source).resolve()
 
 
 def main() -> None:
@@ -64,40 +92,70 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20000, help="training images")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="float32", help="cnnlab's --precision")
+    parser.add_argument(
+        "--onednn-isa", help="ONEDNN_MAX_CPU_ISA for every process (avx2: a Zen 3's kernels)"
+    )
+    parser.add_argument(
+        "--also",
+        type=_source_tree,
+        action="append",
+        default=[],
+        metavar="LABEL=SRC",
+        help="also time the seed recipe of the cnnlab package under SRC",
+    )
     args = parser.parse_args()
 
     from cnnlab._cpu import cpu_info
 
-    times: dict[str, list[float]] = {"cnnlab train --recipe seed": [], "the notes' script": []}
+    env = dict(os.environ)
+    if args.onednn_isa:
+        env["ONEDNN_MAX_CPU_ISA"] = args.onednn_isa.upper()
     with tempfile.TemporaryDirectory(prefix="cnnlab-seed-vs-") as runs:
         script = Path(runs) / "notes.py"
         script.write_text(NOTES_SCRIPT)
-        cnnlab = [
+        train = [
             sys.executable, "-m", "cnnlab", "train", "--recipe", "seed", "--seed", "1",
             "--epochs", str(args.epochs), "--limit", str(args.limit),
             "--precision", args.precision, "--runs-dir", runs, "--name", "seed", "--overwrite",
         ]  # fmt: skip
-        notes = [sys.executable, str(script), str(args.epochs), str(args.limit)]
+        processes = [("cnnlab train --recipe seed", train, env)]
+        for label, source in args.also:
+            pythonpath = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            )
+            processes.append((f"the same, {label}", train, {**env, "PYTHONPATH": pythonpath}))
+        processes.append(
+            (NOTES, [sys.executable, str(script), str(args.epochs), str(args.limit)], env)
+        )
+        times: dict[str, list[float]] = {name: [] for name, _, _ in processes}
+        stolen: dict[str, list[float]] = {name: [] for name, _, _ in processes}
         for round_ in range(args.rounds):
-            pair = [("cnnlab train --recipe seed", cnnlab), ("the notes' script", notes)]
-            for name, command in pair if round_ % 2 == 0 else pair[::-1]:
-                times[name].append(_timed(command))
-                print(f"round {round_ + 1}: {name}: {times[name][-1]:.1f} s", file=sys.stderr)
+            turn = round_ % len(processes)
+            for name, command, process_env in processes[turn:] + processes[:turn]:
+                seconds, lost = _timed(command, process_env)
+                times[name].append(seconds)
+                stolen[name].append(lost)
+                print(f"round {round_ + 1}: {name}: {seconds:.1f} s", file=sys.stderr)
 
     print(f"CPU: {cpu_info().describe()}")
+    kernels = f"; ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}" if args.onednn_isa else ""
     print(
         f"{args.epochs} epochs of {args.limit:,} images, batch 32; cnnlab --precision "
-        f"{args.precision}; whole processes, start-up and data loading included\n"
+        f"{args.precision}{kernels}; whole processes, start-up and data loading included\n"
     )
     print("| process | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " | median |")
     print("|---|" + "---:|" * (args.rounds + 1))
     medians = {}
     for name, values in times.items():
         medians[name] = statistics.median(values)
-        cells = " | ".join(f"{v:.1f} s" for v in values)
+        cells = " | ".join(
+            f"{v:.1f} s ({lost:.1f})" for v, lost in zip(values, stolen[name], strict=True)
+        )
         print(f"| {name} | {cells} | {medians[name]:.1f} s |")
-    ratio = medians["the notes' script"] / medians["cnnlab train --recipe seed"]
-    print(f"\ncnnlab is {ratio:.2f}x faster than the notes' script (median over median)")
+    print("\n(in brackets: seconds of each run the hypervisor took from this machine, per CPU)")
+    for name in list(times)[:-1]:
+        ratio = medians[NOTES] / medians[name]
+        print(f"{name}: {ratio:.2f}x faster than the notes' script (median over median)")
 
 
 if __name__ == "__main__":
