@@ -15,6 +15,10 @@ import numpy as np
 
 from cnnlab._backend import keras as _keras
 
+_PREFETCH = 2
+"""Batches made ready ahead of the model. Making one is a few microseconds of copying, against
+milliseconds a training step, so two keep the model fed without tf.data's autotuner."""
+
 _ITERATORS_PER_EPOCH = 2
 """Iterators Keras' `fit` creates over a dataset of known length each epoch (Keras 3's
 EpochIterator: one to run the epoch, one made ready at its end and dropped)."""
@@ -49,7 +53,11 @@ def make_dataset(
         # tests/test_fault_injection.py fails if a Keras release changes that count.
         for _ in range(skip_epochs * _ITERATORS_PER_EPOCH):
             iter(dataset)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuner is off: on a 2-core CPU its thread held up the start of an epoch by up
+    # to 2.8 s, the CPU idle (docs/performance.md), and a fixed prefetch is as fast here.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.batch(batch_size).prefetch(_PREFETCH).with_options(options)
 
 
 def _array_batches(
