@@ -292,9 +292,7 @@ class Run:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            logger.warning(
-                "%s: ignoring unreadable test metrics (%s)", self.metrics_file, exc
-            )
+            logger.warning("%s: ignoring unreadable test metrics (%s)", self.metrics_file, exc)
             return None
         return metrics if isinstance(metrics, dict) else None
 
