@@ -4,10 +4,12 @@ The notes' script is the seed model built layer by layer as the notes write it, 
 the string 'adam', and `model.fit(X_train, y_train, epochs=E, batch_size=32)` on NumPy arrays
 (the data is read with cnnlab's loader, offline, in both). Each round runs one process of each,
 the order turned by one place every round; the table gives every round's wall-clock seconds,
-the medians and their ratios. `--precision float32` makes cnnlab run as it does on a CPU without
-bfloat16; `--onednn-isa avx2` holds every process to oneDNN's AVX2 kernels (the instruction set
-of an AMD Zen 3); `--also LABEL=SRC` times the seed recipe of another source tree too (a
-checkout of the commit a figure was reported at, say), so a regression shows in the same rounds.
+the medians and their ratios, round-by-round ratios, and CPU seconds (a process that waits
+shows more wall-clock than CPU time; stolen time shows in neither). `--precision float32`
+makes cnnlab run as it does on a CPU without bfloat16; `--onednn-isa avx2` holds every process
+to oneDNN's AVX2 kernels (the instruction set of an AMD Zen 3); `--also LABEL=SRC` times the
+seed recipe of another source tree too (a checkout of the commit a figure was reported at,
+say), so a regression shows in the same rounds.
 
     python benchmarks/seed_vs_cnnlab.py [--epochs 2] [--limit 20000] [--rounds 3]
         [--precision float32] [--onednn-isa avx2] [--also old=/tmp/old/src]
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,13 +73,20 @@ def _stolen() -> float:
         return 0.0
 
 
-def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall-clock seconds of one whole process, and the seconds stolen from it."""
-    stolen, started = _stolen(), time.perf_counter()
+def _cpu_seconds() -> float:
+    """User and system CPU seconds of every child process this one has waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall-clock seconds of one whole process, the seconds stolen from it, and the CPU seconds
+    it used (all its threads; time the hypervisor stole is not counted in them)."""
+    stolen, cpu, started = _stolen(), _cpu_seconds(), time.perf_counter()
     subprocess.run(
         command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
-    return time.perf_counter() - started, _stolen() - stolen
+    return time.perf_counter() - started, _stolen() - stolen, _cpu_seconds() - cpu
 
 
 def _source_tree(value: str) -> tuple[str, Path]:
@@ -129,13 +139,18 @@ def main() -> None:
         )
         times: dict[str, list[float]] = {name: [] for name, _, _ in processes}
         stolen: dict[str, list[float]] = {name: [] for name, _, _ in processes}
+        cpu: dict[str, list[float]] = {name: [] for name, _, _ in processes}
         for round_ in range(args.rounds):
             turn = round_ % len(processes)
             for name, command, process_env in processes[turn:] + processes[:turn]:
-                seconds, lost = _timed(command, process_env)
+                seconds, lost, used = _timed(command, process_env)
                 times[name].append(seconds)
                 stolen[name].append(lost)
-                print(f"round {round_ + 1}: {name}: {seconds:.1f} s", file=sys.stderr)
+                cpu[name].append(used)
+                print(
+                    f"round {round_ + 1}: {name}: {seconds:.1f} s ({used:.1f} CPU s)",
+                    file=sys.stderr,
+                )
 
     print(f"CPU: {cpu_info().describe()}")
     kernels = f"; ONEDNN_MAX_CPU_ISA={env['ONEDNN_MAX_CPU_ISA']}" if args.onednn_isa else ""
@@ -152,10 +167,17 @@ def main() -> None:
             f"{v:.1f} s ({lost:.1f})" for v, lost in zip(values, stolen[name], strict=True)
         )
         print(f"| {name} | {cells} | {medians[name]:.1f} s |")
-    print("\n(in brackets: seconds of each run the hypervisor took from this machine, per CPU)")
+    print("\n(in brackets: seconds of each run the hypervisor took from this machine, per CPU)\n")
     for name in list(times)[:-1]:
         ratio = medians[NOTES] / medians[name]
-        print(f"{name}: {ratio:.2f}x faster than the notes' script (median over median)")
+        rounds = [n / c for n, c in zip(times[NOTES], times[name], strict=True)]
+        cpu_ratio = statistics.median(cpu[NOTES]) / statistics.median(cpu[name])
+        print(
+            f"{name}: {ratio:.2f}x faster than the notes' script (median over median); "
+            f"round by round {min(rounds):.2f}x to {max(rounds):.2f}x; "
+            f"CPU seconds {statistics.median(cpu[name]):.0f} against "
+            f"{statistics.median(cpu[NOTES]):.0f} ({cpu_ratio:.2f}x fewer)"
+        )
 
 
 if __name__ == "__main__":
