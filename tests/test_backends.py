@@ -1,8 +1,10 @@
-"""The backend matrix: train, evaluate, predict, visualize, export and serve on each Keras backend.
+"""The backend matrix: train, evaluate, predict, visualize, export and serve on each Keras backend,
+and exact resume after kills on jax and torch (TensorFlow's is tests/test_fault_injection.py).
 
-Keras reads KERAS_BACKEND once, at its first import, so each backend runs `backend_flow.py` in
-its own process; the three start together (one fixture) and each test waits for its own.
-A backend that is not installed is skipped (`pip install -e '.[backends]'` brings jax and torch).
+Keras reads KERAS_BACKEND once, at its first import, so each backend runs `backend_flow.py` (and
+`resume_flow.py`) in its own process; the processes of one fixture start together and each test
+waits for its own. A backend that is not installed is skipped (`pip install -e '.[backends]'`
+brings jax and torch).
 """
 
 from __future__ import annotations
@@ -12,36 +14,68 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 BACKENDS = ("tensorflow", "jax", "torch")
+RESUME_BACKENDS = ("jax", "torch")
 HERE = Path(__file__).parent
 PICTURES = ("history", "features", "gradcam")
 
 pytestmark = pytest.mark.backends
 
 
-@pytest.fixture(scope="module")
-def flows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Popen[str]]:
+def _start(
+    script: str, backends: tuple[str, ...], tmp: pytest.TempPathFactory, *args: str
+) -> dict[str, subprocess.Popen[str]]:
+    """`script` started once per installed backend, each with its own work folder."""
     running = {}
-    for backend in BACKENDS:
+    for backend in backends:
         if importlib.util.find_spec(backend) is None:
             continue
-        work = tmp_path_factory.mktemp(f"backend-{backend}")
+        work = tmp.mktemp(f"{Path(script).stem}-{backend}")
         env = {
             **os.environ,
             "KERAS_BACKEND": backend,
             "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         }
         running[backend] = subprocess.Popen(
-            [sys.executable, str(HERE / "backend_flow.py"), str(work), *PICTURES],
+            [sys.executable, str(HERE / script), str(work), *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+    return running
+
+
+def _report(running: dict[str, subprocess.Popen[str]], backend: str) -> dict[str, Any]:
+    """The JSON line the backend's process printed last, once it has ended well."""
+    if backend not in running:
+        pytest.skip(f"{backend} is not installed (pip install -e '.[backends]')")
+    out, err = running[backend].communicate(timeout=600)
+    assert running[backend].returncode == 0, err[-3000:]
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report
+
+
+@pytest.fixture(scope="module")
+def flows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    running = _start("backend_flow.py", BACKENDS, tmp_path_factory, *PICTURES)
+    yield running
+    for process in running.values():
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def resumes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    running = _start("resume_flow.py", RESUME_BACKENDS, tmp_path_factory)
     yield running
     for process in running.values():
         if process.poll() is None:
@@ -52,11 +86,7 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Pope
 def test_every_command_on_the_backend(
     flows: dict[str, subprocess.Popen[str]], backend: str
 ) -> None:
-    if backend not in flows:
-        pytest.skip(f"{backend} is not installed (pip install -e '.[backends]')")
-    out, err = flows[backend].communicate(timeout=600)
-    assert flows[backend].returncode == 0, err[-3000:]
-    report = json.loads(out.strip().splitlines()[-1])
+    report = _report(flows, backend)
     assert report["backend_line"].startswith(f"Keras backend: {backend}; precision: ")
     assert report["config_backend"] and report["run_json_backend"] == backend
     assert report["predicted"] == "bottom"  # the tiny classes are learned in one epoch
@@ -68,3 +98,17 @@ def test_every_command_on_the_backend(
     elif backend == "jax":  # no ONNX from Keras on jax here: one line that says what to do
         code, errors = report["export_onnx"]
         assert code == 2 and len(errors) == 1 and "KERAS_BACKEND=tensorflow" in errors[0]
+
+
+@pytest.mark.parametrize("backend", RESUME_BACKENDS)
+def test_a_killed_run_resumes_exactly_on_the_backend(
+    resumes: dict[str, subprocess.Popen[str]], backend: str
+) -> None:
+    """Killed mid-epoch, mid-save and mid-epoch again, then run to the end: every metric of
+    every epoch, the best epoch and the final weights equal an uninterrupted run's, bit for
+    bit (the optimizer's state, the RNG and the data order all came back)."""
+    report = _report(resumes, backend)
+    assert report["backend"] == backend
+    assert report["kill_codes"].count(-9) >= 2, report  # it really was interrupted
+    assert report["finished"] and report["epochs"] == 4
+    assert report["same_history"] and report["same_best_epoch"] and report["same_weights"]
