@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from synthetic import CLASS_NAMES, N_CLASSES, TINY_ARCH, make_images
+from synthetic import TINY_ARCH, make_images, write_tiny_npz
 
 from cnnlab import cli
 
@@ -30,16 +30,8 @@ def _cli(*argv: str) -> tuple[int, str, str]:
 
 def main(work: Path, kinds: list[str]) -> dict[str, object]:
     rng = np.random.default_rng(0)
-    y_train, y_test = np.tile(np.arange(N_CLASSES), 40), np.tile(np.arange(N_CLASSES), 10)
     npz, arch = work / "tiny.npz", work / "tiny.toml"
-    np.savez(
-        npz,
-        x_train=make_images(y_train, rng),
-        y_train=y_train,
-        x_test=make_images(y_test, rng),
-        y_test=y_test,
-        class_names=np.array(CLASS_NAMES),
-    )
+    write_tiny_npz(npz, rng, train_per_class=40, test_per_class=10)
     arch.write_text(TINY_ARCH)
     image = work / "bottom.png"
     Image.fromarray(make_images(np.array([1]), rng)[0]).save(image)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import CLASS_NAMES, N_CLASSES, TINY_ARCH, make_images
+from synthetic import TINY_ARCH, write_tiny_npz
 
 from cnnlab.config import Config, load_config
 
@@ -30,19 +30,8 @@ def pytest_report_header() -> str:
 @pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An .npz dataset of 4 easy classes: 240 training and 80 test images."""
-    rng = np.random.default_rng(0)
-    y_train = np.tile(np.arange(N_CLASSES), 60)
-    y_test = np.tile(np.arange(N_CLASSES), 20)
     path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
-    np.savez(
-        path,
-        x_train=make_images(y_train, rng),
-        y_train=y_train,
-        x_test=make_images(y_test, rng),
-        y_test=y_test,
-        class_names=np.array(CLASS_NAMES),
-    )
-    return path
+    return write_tiny_npz(path, np.random.default_rng(0), train_per_class=60, test_per_class=20)
 
 
 @pytest.fixture(scope="session")

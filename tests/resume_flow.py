@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from conftest import make_tiny_config
-from synthetic import CLASS_NAMES, N_CLASSES, TINY_ARCH, make_images
+from synthetic import TINY_ARCH, write_tiny_npz
 from test_fault_injection import KILLER
 
 from cnnlab.training import train
@@ -32,17 +32,8 @@ def _metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def main(work: Path) -> dict[str, object]:
-    rng = np.random.default_rng(0)
-    y_train, y_test = np.tile(np.arange(N_CLASSES), 60), np.tile(np.arange(N_CLASSES), 20)
     npz, arch = work / "tiny.npz", work / "tiny.toml"
-    np.savez(
-        npz,
-        x_train=make_images(y_train, rng),
-        y_train=y_train,
-        x_test=make_images(y_test, rng),
-        y_test=y_test,
-        class_names=np.array(CLASS_NAMES),
-    )
+    write_tiny_npz(npz, np.random.default_rng(0), train_per_class=60, test_per_class=20)
     arch.write_text(TINY_ARCH)
     reference = train(make_tiny_config(work / "reference", npz, arch, **SETTINGS))
 

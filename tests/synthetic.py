@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 N_CLASSES = 4
@@ -39,3 +41,21 @@ def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         else:
             image[4:24, 20:26] = 230
     return images
+
+
+def write_tiny_npz(
+    path: Path, rng: np.random.Generator, *, train_per_class: int, test_per_class: int
+) -> Path:
+    """The tiny dataset as an .npz file cnnlab reads (`--dataset PATH`): the classes in turn,
+    `train_per_class` and `test_per_class` images of each."""
+    y_train = np.tile(np.arange(N_CLASSES), train_per_class)
+    y_test = np.tile(np.arange(N_CLASSES), test_per_class)
+    np.savez(
+        path,
+        x_train=make_images(y_train, rng),
+        y_train=y_train,
+        x_test=make_images(y_test, rng),
+        y_test=y_test,
+        class_names=np.array(CLASS_NAMES),
+    )
+    return path
