@@ -19,16 +19,12 @@ from pathlib import Path
 import numpy as np
 from conftest import make_tiny_config
 from synthetic import TINY_ARCH, write_tiny_npz
-from test_fault_injection import KILLER
+from test_fault_injection import KILLER, _metrics
 
 from cnnlab.training import train
 
 SETTINGS = {"epochs": 4, "patience": 2, "monitor": "val_loss", "lr_decay": 0.7, "batch_size": 16}
 KILLS = [("mid-epoch", 1, 5), ("state", 2, 0), ("mid-epoch", 3, 3)]
-
-
-def _metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in history]
 
 
 def main(work: Path) -> dict[str, object]:
@@ -45,7 +41,6 @@ def main(work: Path) -> dict[str, object]:
     for where, epoch, batch in KILLS:
         done = subprocess.run(
             [sys.executable, str(killer), str(config_file), where, str(epoch), str(batch)],
-            env=dict(os.environ),
             capture_output=True,
             text=True,
             timeout=300,

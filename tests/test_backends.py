@@ -28,10 +28,11 @@ PICTURES = ("history", "features", "gradcam")
 pytestmark = pytest.mark.backends
 
 
-def _start(
+def _started(
     script: str, backends: tuple[str, ...], tmp: pytest.TempPathFactory, *args: str
-) -> dict[str, subprocess.Popen[str]]:
-    """`script` started once per installed backend, each with its own work folder."""
+) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """`script` started once per installed backend, each with its own work folder, for a
+    fixture to yield; the processes still running when it is torn down are killed."""
     running = {}
     for backend in backends:
         if importlib.util.find_spec(backend) is None:
@@ -49,7 +50,10 @@ def _start(
             stderr=subprocess.PIPE,
             text=True,
         )
-    return running
+    yield running
+    for process in running.values():
+        if process.poll() is None:
+            process.kill()
 
 
 def _report(running: dict[str, subprocess.Popen[str]], backend: str) -> dict[str, Any]:
@@ -64,22 +68,14 @@ def _report(running: dict[str, subprocess.Popen[str]], backend: str) -> dict[str
 
 @pytest.fixture(scope="module")
 def flows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen[str]]]:
-    running = _start("backend_flow.py", BACKENDS, tmp_path_factory, *PICTURES)
-    yield running
-    for process in running.values():
-        if process.poll() is None:
-            process.kill()
+    yield from _started("backend_flow.py", BACKENDS, tmp_path_factory, *PICTURES)
 
 
 @pytest.fixture(scope="module")
 def resumes(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, subprocess.Popen[str]]]:
-    running = _start("resume_flow.py", RESUME_BACKENDS, tmp_path_factory)
-    yield running
-    for process in running.values():
-        if process.poll() is None:
-            process.kill()
+    yield from _started("resume_flow.py", RESUME_BACKENDS, tmp_path_factory)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
