@@ -2,8 +2,9 @@
 
 The bytes may come from anyone (`cnnlab serve`), so decoding is guarded: the file's size is
 checked before it is read, the declared pixel count before any pixel is decoded
-(`check_pixels`, the one decompression-bomb guard, which the server's early check also uses),
-and every decoder failure becomes an `ImageError` that names the source. What a picture then
+(`check_pixels`, the one decompression-bomb guard), and every decoder failure becomes an
+`ImageError` that names the source (`TooManyPixels` for the guard). The server's early check,
+`read_size`, opens the header only, with these same errors. What a picture then
 becomes for a model (the photo recipe) is `cnnlab.preprocess`'s business.
 """
 
