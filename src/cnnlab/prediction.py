@@ -31,7 +31,7 @@ from cnnlab.preprocess import MODEL_SIZE, Box
 __all__ = ["Features", "Prediction", "Predictor", "Prepared", "checked_class_names"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare their fields, not the objects
 class Prepared:
     """One picture ready for the model, made once per image: its inputs, or its error.
 
@@ -87,7 +87,7 @@ class Prediction:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Features:
     """One picture's prediction, the model input its found box gave, and what every conv and
     pooling layer made of that input: (layer name, Keras layer class, maps (H, W, channels))."""
