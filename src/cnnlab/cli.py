@@ -307,28 +307,32 @@ def _add_visualize(commands: Any) -> None:
 
 
 def _add_serve(commands: Any) -> None:
-    """`cnnlab serve RUN`: the web page and JSON API."""
+    """`cnnlab serve RUN`: the web page and JSON API (defaults from `cnnlab.serve.limits`)."""
+    from cnnlab.serve import limits
+
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
     serve.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
     _add_onnx(serve)
     serve.add_argument(
         "--host",
-        default="127.0.0.1",
+        default=limits.DEFAULT_HOST,
         help="address to listen on (default: %(default)s, this machine only; the page has no "
         "authentication, so another address gets a warning)",
     )
-    serve.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=limits.DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument(
         "--max-upload-mb",
         type=float,
-        default=10.0,
+        default=limits.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
         help="largest request body in MiB (default: %(default)s)",
     )
-    serve.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
+    serve.add_argument(
+        "-k", "--top-k", type=int, default=limits.DEFAULT_TOP_K, help="default: %(default)s"
+    )
     serve.add_argument(
         "--body-timeout",
         type=float,
-        default=60.0,
+        default=limits.DEFAULT_BODY_TIMEOUT_S,
         metavar="S",
         help="seconds a request body may take to arrive before a 408 (default: %(default)s)",
     )

@@ -2,8 +2,9 @@
 
 The bytes may come from anyone (`cnnlab serve`), so decoding is guarded: the file's size is
 checked before it is read, the declared pixel count before any pixel is decoded
-(`check_pixels`, the one decompression-bomb guard, which the server's early check also uses),
-and every decoder failure becomes an `ImageError` that names the source. What a picture then
+(`check_pixels`, the one decompression-bomb guard), and every decoder failure becomes an
+`ImageError` that names the source (`TooManyPixels` for the guard). The server's early check,
+`read_size`, opens the header only, with these same errors. What a picture then
 becomes for a model (the photo recipe) is `cnnlab.preprocess`'s business.
 """
 
@@ -29,11 +30,14 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
     "ImageSource",
+    "TooManyPixels",
     "check_array",
     "check_pixels",
+    "check_unit_range",
     "describe_source",
     "load_image",
     "one_line",
+    "read_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,8 +56,16 @@ _DECODING = threading.Lock()
 Only the decoding is serialised, so threads (the server's requests) find objects in parallel."""
 
 
+class TooManyPixels(ImageError):
+    """The picture declares more pixels than may be decoded (a decompression-bomb guard)."""
+
+
 def load_image(
-    source: ImageSource, *, max_pixels: int = MAX_PIXELS, max_file_bytes: int = MAX_FILE_BYTES
+    source: ImageSource,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    name: str | None = None,
 ) -> Image.Image:
     """Decode `source` into an upright Pillow image, or raise `ImageError` saying what is wrong.
 
@@ -61,9 +73,10 @@ def load_image(
     shape (H, W) or (H, W, 1|3|4) holding uint8 values or floats in [0, 1]. The declared size
     is checked against `max_pixels` before decoding (Pillow's own `Image.MAX_IMAGE_PIXELS` also
     applies). An animation gives its first frame, the only one decoded, so its frame count costs
-    nothing. EXIF orientation is applied.
+    nothing. EXIF orientation is applied. `name` is how errors call it (default: its
+    `describe_source`, passed in by a caller that already knows it).
     """
-    name = describe_source(source)
+    name = describe_source(source) if name is None else name
     if isinstance(source, np.ndarray):
         return _image_from_array(source, name, max_pixels)
     with _pillow_errors(name):
@@ -141,9 +154,21 @@ def _too_large(name: str, max_file_bytes: int) -> ImageError:
     )
 
 
+def read_size(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The (width, height) encoded `data` declares, reading its header only, nothing decoded.
+
+    `TooManyPixels` over `max_pixels`, `ImageError` for what is not an image: the server's
+    early check, with the same errors as decoding."""
+    with _pillow_errors(name), Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    check_pixels(width, height, name, max_pixels)
+    return width, height
+
+
 def check_pixels(width: int, height: int, name: str, max_pixels: int) -> None:
+    """`TooManyPixels` if a `width` x `height` picture is over `max_pixels`."""
     if width * height > max_pixels:
-        raise ImageError(
+        raise TooManyPixels(
             f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of "
             f"{max_pixels:,} (a decompression-bomb guard); downscale it or raise max_pixels"
         )
@@ -159,7 +184,7 @@ def _pillow_errors(name: str) -> Iterator[None]:
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(
+            raise TooManyPixels(
                 f"{name}: too many pixels to decode safely ({one_line(exc)}); downscale it"
             ) from exc
         except UnidentifiedImageError as exc:
@@ -204,14 +229,7 @@ def check_array(array: np.ndarray, name: str, max_pixels: int) -> None:
     check_pixels(width, height, name, max_pixels)
     kind = array.dtype.kind
     if kind == "f":
-        if not np.isfinite(array).all():
-            raise ImageError(f"{name}: contains NaN or infinite values; replace them first")
-        low, high = float(array.min()), float(array.max())
-        if low < 0 or high > 1:
-            raise ImageError(
-                f"{name}: float values span [{low:g}, {high:g}], expected [0, 1]; "
-                "divide 0..255 data by 255"
-            )
+        check_unit_range(array, name)
     elif kind in "ui":
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 255:
@@ -221,6 +239,18 @@ def check_array(array: np.ndarray, name: str, max_pixels: int) -> None:
             )
     elif kind != "b":
         raise ImageError(f"{name}: dtype {array.dtype} is not an image; use uint8 or float")
+
+
+def check_unit_range(values: np.ndarray, name: str) -> None:
+    """Refuse float pixels that are not all finite and in [0, 1] (`ImageError` naming `name`)."""
+    if not np.isfinite(values).all():
+        raise ImageError(f"{name}: contains NaN or infinite values; replace them first")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 1:
+        raise ImageError(
+            f"{name}: float values span [{low:g}, {high:g}], expected [0, 1]; "
+            "divide 0..255 data by 255"
+        )
 
 
 def one_line(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 `load_predictor` opens what a user points at (a run folder, a `.keras` or an `.onnx` file) as
 the right `cnnlab.prediction.Predictor`: `KerasPredictor` here, or `cnnlab.lite.OnnxPredictor`
-on ONNX Runtime. Pictures go through `cnnlab.preprocess`, the same for both.
+on ONNX Runtime. Both predict through the base class's one flow (`Predictor.predict`);
+`KerasPredictor.features` adds the feature maps the web page shows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.prediction import Prediction, Predictor
+from cnnlab.errors import ImageError
+from cnnlab.prediction import Features, Prediction, Predictor
 from cnnlab.runs import Run
 
 if TYPE_CHECKING:
@@ -32,30 +34,60 @@ class KerasPredictor(Predictor):
         self.model = model
         self.name = str(model.name)
         self.parameters = int(model.count_params())
-        self._describe(tuple(model.input_shape)[1:], class_names, int(model.output_shape[-1]))
+        super().__init__(tuple(model.input_shape)[1:], class_names, int(model.output_shape[-1]))
 
     @classmethod
-    def load(cls, path: str | Path, *, unsafe: bool = False) -> KerasPredictor:
+    def load(cls, path: str | Path | Run, *, unsafe: bool = False) -> KerasPredictor:
         """A run folder's model, or a .keras file with class names from a run.json beside it
-        (`unsafe`: load a model file that holds Python code; see `Run.load_model`)."""
-        run = Run.open(path)
+        (`unsafe`: load a model file that holds Python code; see `Run.load_model`). A `Run`
+        already opened is used as it is."""
+        run = path if isinstance(path, Run) else Run.open(path)
         return cls(run.load_model(unsafe=unsafe), run.class_names())
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
         return self.model.predict_on_batch(batch)
 
+    def features(
+        self,
+        image: Any,
+        top_k: int = 3,
+        *,
+        keep_size: bool = False,
+        source: str | None = None,
+    ) -> Features:
+        """The prediction for one image, the model input its found box gave, and every conv
+        and pooling layer's output for that input; `ImageError` if the picture is unusable."""
+        from cnnlab.visualize.features import feature_maps
 
-def load_predictor(path: str | Path, *, onnx: bool = False, unsafe: bool = False) -> Predictor:
+        (prepared,) = self.prepare(
+            [image], keep_size=keep_size, sources=None if source is None else [source]
+        )
+        if prepared.error is not None:
+            raise ImageError(prepared.error)
+        (prediction,) = self._predict_prepared([prepared], top_k)
+        kinds = {layer.name: type(layer).__name__ for layer in self.model.layers}
+        with self.model_lock:
+            maps = feature_maps(self.model, prepared.model_input)
+        return Features(
+            prediction,
+            prepared.model_input,
+            [(name, kinds.get(name, "?"), values) for name, values in maps],
+        )
+
+
+def load_predictor(
+    path: str | Path | Run, *, onnx: bool = False, unsafe: bool = False
+) -> Predictor:
     """The Predictor for `path`: ONNX Runtime for an `.onnx` file (or, with `onnx`, for a run
     folder's `model.onnx`), Keras for a run folder or a `.keras` file (`unsafe`: see
-    `Run.load_model`)."""
-    run = Run.open(path)
+    `Run.load_model`). The run is opened once, here (or given already open)."""
+    run = path if isinstance(path, Run) else Run.open(path)
     if onnx or run.is_onnx:
         from cnnlab.lite import OnnxPredictor
 
         return OnnxPredictor.load(run.onnx_file)
-    return KerasPredictor.load(path, unsafe=unsafe)
+    return KerasPredictor.load(run, unsafe=unsafe)
 
 
 def predict(

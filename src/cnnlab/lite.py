@@ -4,8 +4,9 @@
     predictor.predict(["shoe.jpg"])          # the same Predictions as KerasPredictor
 
 Import cost and install size are a fraction of TensorFlow's (see docs/export.md). Pictures go
-through the same `cnnlab.preprocess` as the Keras path; class names come from the sidecar JSON
-`cnnlab export` writes beside the file (`model.onnx.json`). Needs `pip install 'cnnlab[lite]'`.
+through the same flow as the Keras path (`cnnlab.prediction.Predictor.predict`); class names
+come from the sidecar JSON `cnnlab export` writes beside the file (`model.onnx.json`). Needs
+`pip install 'cnnlab[lite]'`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.prediction import Predictor
-from cnnlab.runs import read_sidecar
+from cnnlab.runs import read_sidecar, sidecar_class_names
 
 
 class OnnxPredictor(Predictor):
@@ -44,7 +45,7 @@ class OnnxPredictor(Predictor):
         outputs = session.get_outputs()[0].shape
         n_classes = outputs[-1] if isinstance(outputs[-1], int) else None
         try:
-            self._describe(shape, class_names, n_classes)
+            super().__init__(shape, class_names, n_classes)
         except CnnlabError as exc:
             raise RunError(f"ONNX model: {exc}") from None
 
@@ -74,10 +75,9 @@ class OnnxPredictor(Predictor):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RunError(f"{path}: not a usable ONNX model ({first})") from exc
         info = read_sidecar(path)
-        names = info.get("class_names")
         return cls(
             session,
-            names if isinstance(names, list) else None,
+            sidecar_class_names(info),
             name=str(info.get("model_name") or path.stem),
             parameters=info.get("parameters") if isinstance(info.get("parameters"), int) else None,
         )

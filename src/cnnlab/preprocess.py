@@ -17,7 +17,6 @@ TensorFlow), so the light (onnxruntime) inference path runs this same module.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,33 +26,19 @@ from PIL import Image, ImageFilter, ImageStat
 from scipy import ndimage
 
 from cnnlab.errors import ImageError
-from cnnlab.images import (
-    MAX_FILE_BYTES,
-    MAX_PIXELS,
-    ImageSource,
-    check_array,
-    describe_source,
-    load_image,
-)
+from cnnlab.images import MAX_PIXELS, ImageSource, check_array, describe_source, load_image
 
-__all__ = [  # MAX_*, ImageSource, describe_source and load_image live in cnnlab.images
+__all__ = [
     "BORDER_FINDER",
     "FRAMINGS",
-    "MAX_FILE_BYTES",
     "MAX_KEEP_SIZE_EDGE",
-    "MAX_PIXELS",
     "MODEL_SIZE",
     "Box",
     "Finder",
-    "ImageSource",
     "PreparedImage",
     "Steps",
-    "describe_source",
-    "load_image",
     "prepare_image",
-    "prepare_many",
     "prepare_whole_image",
-    "preprocess_many",
     "preprocess_steps",
     "to_model_input",
 ]
@@ -206,21 +191,31 @@ def to_model_input(image: ImageSource, size: tuple[int, int] = MODEL_SIZE) -> ND
 
 
 def prepare_image(
-    image: ImageSource, size: tuple[int, int] = MODEL_SIZE, finder: Finder = Finder()
+    image: ImageSource,
+    size: tuple[int, int] = MODEL_SIZE,
+    finder: Finder = Finder(),
+    *,
+    name: str | None = None,
 ) -> PreparedImage:
-    """Like `to_model_input`, also saying whether anything stood out, and where (`box`)."""
+    """Like `to_model_input`, also saying whether anything stood out, and where (`box`), with
+    every framing of the found box (`inputs`). `name` is how errors and the result call the
+    picture (default: `cnnlab.images.describe_source`)."""
     height, width = _checked_size(size)
-    name = describe_source(image)
+    name = describe_source(image) if name is None else name
     if isinstance(image, np.ndarray) and image.shape in ((height, width), (height, width, 1)):
         return _model_ready(image, name)
-    steps = preprocess_steps(image, (height, width), finder)
+    steps = preprocess_steps(image, (height, width), finder, name=name)
     if steps.box is None:
         logger.debug("%s: nothing stands out from the background", name)
     return PreparedImage(steps.array, steps.box is None, name, steps.box, steps.framings)
 
 
 def preprocess_steps(
-    image: ImageSource, size: tuple[int, int] = MODEL_SIZE, finder: Finder = Finder()
+    image: ImageSource,
+    size: tuple[int, int] = MODEL_SIZE,
+    finder: Finder = Finder(),
+    *,
+    name: str | None = None,
 ) -> Steps:
     """Run every step (grey, background, mask, crop, fit) on one picture and keep each result.
 
@@ -231,10 +226,9 @@ def preprocess_steps(
     at 1); **fit** (the longest edge resized to the model's size, sharpened, centred).
     """
     height, width = _checked_size(size)
-    picture = load_image(image)
-    grey, scale = _grey_step(
-        picture, describe_source(image), max(_WORKING_EDGE, 4 * height, 4 * width)
-    )
+    name = describe_source(image) if name is None else name
+    picture = load_image(image, name=name)
+    grey, scale = _grey_step(picture, name, max(_WORKING_EDGE, 4 * height, 4 * width))
     if grey.shape == (height, width):  # already the model's size: nothing to crop or resize
         return _model_sized(grey)
     found = _find_object(grey, finder)
@@ -276,6 +270,8 @@ def prepare_whole_image(
     image: ImageSource,
     min_size: tuple[int, int] = MODEL_SIZE,
     max_edge: int = MAX_KEEP_SIZE_EDGE,
+    *,
+    name: str | None = None,
 ) -> PreparedImage:
     """The whole picture at its own size, for a fully convolutional model (shape (H, W, 1)).
 
@@ -283,16 +279,17 @@ def prepare_whole_image(
     it is light on black, levels stretched) without the cropping, resizing and centring: the
     model sees every pixel where it is. A 2-D or (H, W, 1) array is taken as model-ready and
     only cast. Pictures smaller than `min_size` or with an edge over `max_edge` are refused
-    with an `ImageError` saying so (nothing is resized: that is the point).
+    with an `ImageError` saying so (nothing is resized: that is the point). `name`: as in
+    `prepare_image`.
     """
-    name = describe_source(image)
+    name = describe_source(image) if name is None else name
     if isinstance(image, np.ndarray) and (
         image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
     ):
         _check_whole_size(image.shape[0], image.shape[1], name, min_size, max_edge)
         return _model_ready(image, name)
 
-    picture = load_image(image)
+    picture = load_image(image, name=name)
     _check_whole_size(picture.height, picture.width, name, min_size, max_edge)
     grey, _ = _grey_step(picture, name, max_edge)  # within max_edge already: not reduced
     found = _find_object(grey, Finder(keep="all"))
@@ -323,47 +320,6 @@ def _check_whole_size(
             f"{name}: {width}x{height} pixels has an edge over {max_edge}; shrink it first "
             "or predict it without keeping its size"
         )
-
-
-def preprocess_many(
-    sources: Iterable[ImageSource], size: tuple[int, int] = MODEL_SIZE
-) -> tuple[NDArray[np.float32], list[ImageError | None]]:
-    """Convert each source; a bad one gets its error in its slot instead of stopping the rest.
-
-    Returns the good inputs stacked as (N_good, *size, 1), in order, and one entry per source:
-    None where it converted, else its `ImageError`.
-    """
-    batch, outcomes = prepare_many(sources, size)
-    return batch, [o if isinstance(o, ImageError) else None for o in outcomes]
-
-
-def prepare_many(
-    sources: Iterable[ImageSource], size: tuple[int, int] = MODEL_SIZE, *, framings: bool = False
-) -> tuple[NDArray[np.float32], list[PreparedImage | ImageError]]:
-    """Like `preprocess_many`, with each good source's `PreparedImage` (its box) in its slot.
-
-    With `framings`, the batch holds every framing of each picture, (N_good, framings, *size,
-    1); a picture with one framing (a model-sized array, a blank picture) repeats it, so every
-    row has as many as the most framed picture of the batch.
-    """
-    height, width = _checked_size(size)
-    prepared: list[PreparedImage] = []
-    outcomes: list[PreparedImage | ImageError] = []
-    for source in sources:
-        try:
-            prepared.append(prepare_image(source, (height, width)))
-        except ImageError as exc:
-            outcomes.append(exc)
-        else:
-            outcomes.append(prepared[-1])
-    if not framings:
-        arrays = [p.array for p in prepared]
-        empty = np.zeros((0, height, width, 1), np.float32)
-        return (np.stack(arrays) if arrays else empty), outcomes
-    count = max((len(p.inputs) for p in prepared), default=1)
-    rows = [np.repeat(p.inputs, count // len(p.inputs), axis=0) for p in prepared]
-    empty = np.zeros((0, count, height, width, 1), np.float32)
-    return (np.stack(rows) if rows else empty), outcomes
 
 
 def _checked_size(size: tuple[int, int]) -> tuple[int, int]:

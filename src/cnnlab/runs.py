@@ -54,6 +54,7 @@ __all__ = [
     "load_model",
     "model_or_architecture",
     "read_sidecar",
+    "sidecar_class_names",
     "sidecar_path",
 ]
 
@@ -248,7 +249,7 @@ class Run:
         with contextlib.suppress(RunError):
             names = self.state().class_names or None
         if names is None and self.is_onnx:
-            names = read_sidecar(self.model_file).get("class_names")
+            return sidecar_class_names(read_sidecar(self.model_file))
         if not isinstance(names, list):
             return None
         return [str(name) for name in names]
@@ -429,6 +430,12 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def sidecar_class_names(info: dict[str, Any]) -> list[str] | None:
+    """The class names an export's sidecar (`read_sidecar`) records, or None without them."""
+    names = info.get("class_names")
+    return [str(name) for name in names] if isinstance(names, list) else None
 
 
 def _format_number(value: float, field: str) -> str:

@@ -342,7 +342,7 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback(
     def broken(*_: object) -> None:
         raise RuntimeError("secret internals at /home/someone")
 
-    monkeypatch.setattr(app.state.service, "probabilities", broken)
+    monkeypatch.setattr(app.state.service.predictor, "_forward", broken)  # the model call
     response = client.post("/api/predict", json=pixels(images[0][1]))
     assert response.status_code == 500
     assert response.json() == {"detail": "internal server error; the server log has the details"}

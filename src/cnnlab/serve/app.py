@@ -5,7 +5,9 @@
 
 The page (`static/`) draws, uploads and shows what the model saw; everything it shows comes from
 the API below, documented at /docs. Bad requests get a 4xx with `{"detail": "<message>"}` (see
-`cnnlab.serve.inputs` for which); the server keeps serving.
+`cnnlab.serve.inputs` for which); the server keeps serving. Predictions are the predictor's own
+(`Predictor.predict`, `KerasPredictor.features`, the same as the CLI's and Python's): this module
+only reads requests and turns the results into HTTP answers.
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from numpy.typing import NDArray
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError, ImageError
 from cnnlab.images import MAX_PIXELS
+from cnnlab.inference import KerasPredictor
 from cnnlab.prediction import Prediction
-from cnnlab.preprocess import Box
 from cnnlab.serve import inputs
+from cnnlab.serve.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HOST,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_TOP_K,
+    MAX_BATCH_FILES,
+)
 from cnnlab.serve.schemas import (
     BATCH_BODY,
     ERRORS,
@@ -50,6 +59,7 @@ from cnnlab.serve.service import (
     MAX_FEATURE_CHANNELS,
     PICTURES,
     ModelService,
+    NeedsKeras,
     data_url,
     feature_grid_png,
     gray_png,
@@ -57,14 +67,6 @@ from cnnlab.serve.service import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
-DEFAULT_TOP_K = 3
-DEFAULT_BODY_TIMEOUT_S = 60.0
-"""A request body must arrive within this: 10 MiB at about 1.4 Mbit/s, and a trickling client
-is cut off rather than held open."""
-MAX_BATCH_FILES = 64
 STATIC_DIR = Path(__file__).with_name("static")
 
 
@@ -233,15 +235,13 @@ def _add_routes(app: FastAPI) -> None:
     ) -> FeaturesOut:
         """The prediction, the preprocessed input, and every conv/pooling layer's feature maps."""
         service = _service(request)
-        if not service.keras:
-            raise HTTPException(
-                status.HTTP_501_NOT_IMPLEMENTED,
-                "feature maps need the Keras model; this server runs an exported ONNX model "
-                "(serve the run folder without --onnx to see them)",
-            )
+        try:
+            predictor = service.keras_predictor("feature maps need")
+        except NeedsKeras as exc:
+            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
         whole = _keep_size(request, keep_size)
         image = await _read_image(request)
-        return await run_in_threadpool(_features, service, image, top_k, whole)
+        return await run_in_threadpool(_features, predictor, image, service.top_k_for(top_k), whole)
 
 
 def _service(request: Request) -> ModelService:
@@ -269,29 +269,15 @@ async def _read_image(request: Request) -> inputs.ImageInput:
 # --- Blocking work (run in the thread pool) ------------------------------------------------
 
 
-def _prepared(
-    service: ModelService, image: inputs.ImageInput, keep_size: bool = False
-) -> tuple[NDArray[np.float32], Box | None]:
-    """The model input for one request's image and the box found in it (none when the whole
-    picture is kept at its size); a truncated or corrupt image is a 422."""
-    if keep_size:  # the whole picture at its own size
-        try:
-            return service.prepare_whole(image.opened()), None
-        except ImageError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    batch, outcomes = service.prepare_boxed([image.opened()])
-    if isinstance(outcomes[0], str):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, outcomes[0])
-    return batch, outcomes[0]
-
-
 def _predict_one(
     service: ModelService, image: inputs.ImageInput, top_k: int | None, keep_size: bool = False
 ) -> PredictionOut:
-    batch, box = _prepared(service, image, keep_size)
-    prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
-    prediction.box = box
-    return _prediction_out(prediction, blank=not batch.any())
+    """The predictor's answer for one request's image; its error (a truncated or corrupt
+    image, a size keep_size cannot take) is a 422."""
+    (prediction,) = _predict(service, [image], top_k, keep_size)
+    if prediction.error is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, prediction.error)
+    return _prediction_out(prediction)
 
 
 def _predict_batch(
@@ -300,13 +286,10 @@ def _predict_batch(
     top_k: int | None,
     keep_size: bool = False,
 ) -> BatchOut:
+    """Each file's answer in its place: a refused file's status, a bad picture's 422, or its
+    prediction (the good ones predicted together, as `Predictor.predict` does)."""
     good = [item for item in items if isinstance(item, inputs.ImageInput)]
-    if keep_size:  # one forward pass each: the sizes differ
-        predictions = iter([_predict_whole(service, item, top_k) for item in good])
-    else:
-        predictions = iter(
-            service.predict([i.opened() for i in good], [i.source for i in good], top_k)
-        )
+    predictions = iter(_predict(service, good, top_k, keep_size))
     out = []
     for item in items:
         if isinstance(item, inputs.Refused):
@@ -316,34 +299,36 @@ def _predict_batch(
         if prediction.error is not None:
             out.append(BatchItem(source=prediction.source, error=prediction.error, status=422))
         else:
-            out.append(BatchItem(**_prediction_out(prediction, blank=False).model_dump()))
+            out.append(BatchItem(**_prediction_out(prediction).model_dump()))
     return BatchOut(predictions=out)
 
 
-def _predict_whole(
-    service: ModelService, image: inputs.ImageInput, top_k: int | None
-) -> Prediction:
-    try:
-        batch = service.prepare_whole(image.opened())
-    except ImageError as exc:
-        return Prediction(image.source, error=str(exc))
-    return service.rank(service.probabilities(batch)[0], image.source, top_k)
+def _predict(
+    service: ModelService, images: list[inputs.ImageInput], top_k: int | None, keep_size: bool
+) -> list[Prediction]:
+    return service.predictor.predict(
+        [image.opened() for image in images],
+        service.top_k_for(top_k),
+        keep_size=keep_size,
+        sources=[image.source for image in images],
+    )
 
 
 def _features(
-    service: ModelService, image: inputs.ImageInput, top_k: int | None, keep_size: bool = False
+    predictor: KerasPredictor, image: inputs.ImageInput, top_k: int, keep_size: bool = False
 ) -> FeaturesOut:
-    batch, box = _prepared(service, image, keep_size)
-    model_input = batch[0, 0] if batch.ndim == 5 else batch[0]  # the found box's framing
-    prediction = service.rank(service.probabilities(batch)[0], image.source, top_k)
-    prediction.box = box
-    layers = {layer.name: type(layer).__name__ for layer in service.model.layers}
+    """The predictor's features for one request's image as the page draws them."""
+    try:
+        found = predictor.features(image.opened(), top_k, keep_size=keep_size, source=image.source)
+    except ImageError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     pictures = []
-    for name, maps in service.feature_maps(model_input):
+    for name, kind, maps in found.layers:
         png, columns = feature_grid_png(maps)
-        pictures.append(_picture(name, layers.get(name, "?"), maps.shape, columns, png))
+        pictures.append(_picture(name, kind, maps.shape, columns, png))
+    model_input = found.model_input
     return FeaturesOut(
-        prediction=_prediction_out(prediction, blank=not model_input.any()),
+        prediction=_prediction_out(found.prediction),
         input=_picture("input", "input", model_input.shape, 1, gray_png(model_input)),
         pixels=np.round(model_input[:, :, 0], 4).tolist(),
         layers=pictures,
@@ -362,12 +347,12 @@ def _picture(name: str, kind: str, shape: tuple[int, ...], columns: int, png: by
     )
 
 
-def _prediction_out(prediction: Prediction, *, blank: bool) -> PredictionOut:
+def _prediction_out(prediction: Prediction) -> PredictionOut:
     return PredictionOut(
         source=prediction.source,
         label=prediction.label,
         top=[ClassProbability(class_name=c, probability=p) for c, p in prediction.top],
-        blank=blank,
+        blank=prediction.blank,
         box=None if prediction.box is None else list(prediction.box),
     )
 

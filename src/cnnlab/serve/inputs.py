@@ -21,12 +21,11 @@ from typing import Any, BinaryIO
 import numpy as np
 from fastapi import HTTPException, Request, status
 from numpy.typing import NDArray
-from PIL import Image
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnnlab.errors import ImageError
-from cnnlab.images import MAX_PIXELS, check_pixels
+from cnnlab.images import MAX_PIXELS, TooManyPixels, check_unit_range, read_size
 
 CHUNK_BYTES = 64 * 1024
 MULTIPART_ENVELOPE_BYTES = 64 * 1024
@@ -125,29 +124,14 @@ def format_bytes(size: int) -> str:
 
 
 def check_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
-    """Refuse what is not an image (415) or declares too many pixels (413), decoding nothing."""
+    """Refuse what is not an image (415) or declares too many pixels (413), decoding nothing:
+    `cnnlab.images.read_size`, whose errors are those decoding would give."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise bomb(name, str(exc)) from None
-    except Exception:  # untrusted bytes: whatever Pillow raises means "not an image"
-        raise fail(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"{name}: not an image; send PNG, JPEG, GIF, WebP, BMP or TIFF",
-        ) from None
-    try:
-        check_pixels(width, height, name, max_pixels)  # the same guard as decoding uses
-    except ImageError as exc:
+        read_size(data, name, max_pixels)
+    except TooManyPixels as exc:
         raise fail(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
-
-
-def bomb(name: str, what: str) -> HTTPException:
-    return fail(
-        status.HTTP_413_CONTENT_TOO_LARGE,
-        f"{name}: {what} is over the {MAX_PIXELS:,}-pixel limit (a decompression-bomb guard); "
-        "downscale it",
-    )
+    except ImageError as exc:
+        raise fail(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
 
 
 # --- Several images per request ------------------------------------------------------------
@@ -209,11 +193,10 @@ def parse_pixels(payload: Any, size: tuple[int, int]) -> NDArray[np.float32]:
     if not all(type(value) in (int, float) for value in cells.flat):  # bool is not a number here
         raise unprocessable(f"pixels must all be numbers; {expected}")
     values = cells.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise unprocessable(f"pixels contain NaN or infinite values; {expected}")
-    low, high = float(values.min()), float(values.max())
-    if low < 0 or high > 1:
-        raise unprocessable(f"pixel values span [{low:g}, {high:g}]; {expected}")
+    try:
+        check_unit_range(values, "pixels")  # the rule a float array passed to the library meets
+    except ImageError as exc:
+        raise unprocessable(f"{exc}; {expected}") from None
     return values.astype(np.float32).reshape(height, width, 1)
 
 

@@ -1,12 +1,14 @@
-"""The model behind the web page: loaded once, shared by every request thread.
+"""The run behind the web page: its predictor, loaded once and shared by every request thread.
 
 FastAPI runs blocking work in a thread pool, so several requests can reach the model at once.
-`_model_lock` around every model call keeps that correct: Keras does not promise that one model
-may be called from several threads at once, and on a CPU concurrent calls would only compete for
-the cores. Preparing pictures needs no lock here: `cnnlab.images` serialises Pillow's decoding
-itself (its decompression-bomb guard is not thread-safe), and finding the object in a photo
-(NumPy and SciPy, which release the GIL) runs in parallel, about 1.7x faster on 2 cores than
-one at a time; a request prepares its picture while another one runs the model.
+The predictor is safe for that (`cnnlab.prediction.Predictor`): its `model_lock` is held around
+every model call, since Keras does not promise that one model may be called from several
+threads at once, and on a CPU concurrent calls would only compete for the cores. Preparing
+pictures holds no model lock: `cnnlab.images` serialises Pillow's decoding itself (its
+decompression-bomb guard is not thread-safe), and finding the object in a photo (NumPy and
+SciPy, which release the GIL) runs in parallel, about 1.7x faster on 2 cores than one at a
+time; a request prepares its picture while another one runs the model. This module adds the
+run's pictures and descriptions, with a lock of its own for the pictures drawn on first use.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import base64
 import functools
 import logging
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import load_predictor
-from cnnlab.prediction import Outcome, Prediction
+from cnnlab.inference import KerasPredictor, load_predictor
 from cnnlab.runs import Run
 from cnnlab.visualize._common import to_png
 
@@ -40,19 +40,29 @@ MAX_FEATURE_CHANNELS = 64
 class NeedsKeras(CnnlabError):
     """What was asked needs the Keras model (layers, feature maps), not an exported one."""
 
+    def __init__(self, what: str) -> None:
+        """`what` with its verb: "feature maps need", "the model picture needs"."""
+        super().__init__(
+            f"{what} the Keras model; this server runs an exported ONNX model "
+            "(serve the run folder without --onnx to see them)"
+        )
+
 
 class ModelService:
-    """A trained run's model, class names and pictures, safe to use from many threads."""
+    """A trained run's predictor, class names and pictures, safe to use from many threads.
+
+    Predictions are the predictor's own (`predictor.predict`, `keras_predictor().features`);
+    this class describes the run and draws its pictures.
+    """
 
     def __init__(
         self, run: str | Path, *, top_k: int = 3, onnx: bool = False, unsafe: bool = False
     ) -> None:
+        self.run = Run.open(run)  # opened once: the predictor is loaded from it
         # raises RunError for a bad run; an .onnx file (or `onnx`) runs on ONNX Runtime
-        self.predictor = load_predictor(run, onnx=onnx, unsafe=unsafe)
-        self.keras = self.predictor.backend == "keras"
-        self.run = Run.open(run)
+        self.predictor = load_predictor(self.run, onnx=onnx, unsafe=unsafe)
+        self.keras = isinstance(self.predictor, KerasPredictor)
         self.top_k = top_k
-        self._model_lock = threading.Lock()
         self._picture_lock = threading.Lock()
         self._pictures: dict[str, bytes] = {}
 
@@ -77,59 +87,16 @@ class ModelService:
         """The Keras model (only where `self.keras`)."""
         return getattr(self.predictor, "model", None)
 
-    def _need_keras(self, what: str) -> None:
-        if not self.keras:
-            raise NeedsKeras(
-                f"{what} needs the Keras model; this server runs an exported ONNX model "
-                "(serve the run folder without --onnx to see them)"
-            )
+    def keras_predictor(self, what: str) -> KerasPredictor:
+        """The predictor, which runs the Keras model; `NeedsKeras` (`what` with its verb, e.g.
+        "feature maps need") where it runs an exported ONNX model."""
+        if not isinstance(self.predictor, KerasPredictor):
+            raise NeedsKeras(what)
+        return self.predictor
 
-    # --- Predicting -------------------------------------------------------------------------
-
-    def prepare_boxed(self, images: Sequence[Any]) -> tuple[NDArray[np.float32], list[Outcome]]:
-        """Model inputs for the images that decode, and per image its error, or the box found
-        in it (None for a model-ready array or a blank picture)."""
-        return self.predictor.prepare_boxed(images)
-
-    def prepare_whole(self, image: Any) -> NDArray[np.float32]:
-        """A batch of one: the whole picture at its own size, for a fully convolutional model.
-
-        CnnlabError if this model has a fixed input size; ImageError if the picture is unusable
-        (including sides outside 28..1024 pixels).
-        """
-        self.predictor.check_keep_size()
-        return self.predictor.prepare_whole(image)[np.newaxis]
-
-    def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Class probabilities for a batch of model inputs, one row per input."""
-        with self._model_lock:
-            return self.predictor.probabilities(batch)
-
-    def predict(
-        self, images: Sequence[Any], sources: Sequence[str], top_k: int | None = None
-    ) -> list[Prediction]:
-        """Top-k predictions per image; an image that does not decode gets its error instead."""
-        batch, outcomes = self.prepare_boxed(images)
-        probabilities = self.probabilities(batch)
-        return self.predictor.pair(sources, outcomes, probabilities, self.clamp_top_k(top_k))
-
-    def rank(
-        self, probabilities: NDArray[np.float64], source: str, top_k: int | None = None
-    ) -> Prediction:
-        """A Prediction holding the `top_k` most probable classes."""
-        return self.predictor.rank(probabilities, source, self.clamp_top_k(top_k))
-
-    def clamp_top_k(self, top_k: int | None) -> int:
-        """The requested top-k (or the default), at most the number of classes."""
-        return max(1, min(top_k or self.top_k, len(self.class_names)))
-
-    def feature_maps(self, image: NDArray[np.float32]) -> list[tuple[str, NDArray[np.float32]]]:
-        """What every conv and pooling layer outputs for one model input."""
-        self._need_keras("feature maps")
-        from cnnlab.visualize.features import feature_maps
-
-        with self._model_lock:
-            return feature_maps(self.model, image)
+    def top_k_for(self, asked: int | None) -> int:
+        """The top-k a request asked for, or the server's (the predictor caps it)."""
+        return self.top_k if asked is None else asked
 
     # --- Describing the run -----------------------------------------------------------------
 
@@ -140,7 +107,7 @@ class ModelService:
             return f"{self.model_name}: an exported ONNX model; `cnnlab summary RUN` shows layers\n"
         from cnnlab.models import summary_text
 
-        with self._model_lock:
+        with self.predictor.model_lock:
             return summary_text(self.model)
 
     @functools.cached_property
@@ -185,16 +152,12 @@ class ModelService:
 
     def _draw(self, name: str) -> bytes:
         if name == "model":
-            self._need_keras("the model picture")
             from cnnlab.visualize.model import draw_model
 
-            return to_png(draw_model(self.model))
-        from cnnlab.visualize.history import plot_history
+            return to_png(draw_model(self.keras_predictor("the model picture needs").model))
+        from cnnlab.visualize.history import plot_run_history
 
-        history = self.run.history()
-        if not history:
-            raise CnnlabError(f"{self.run_dir}: no training history (history.csv) in this run")
-        return to_png(plot_history(history, monitor=self.run.monitor()))
+        return to_png(plot_run_history(self.run))
 
 
 # --- Pictures as data URLs --------------------------------------------------------------------

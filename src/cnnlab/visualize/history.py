@@ -11,13 +11,15 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, RunError
 from cnnlab.monitoring import lower_is_better, recorded_monitor
 from cnnlab.visualize._common import figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from cnnlab.runs import Run
 
 History = Sequence[dict[str, float]]
 
@@ -49,6 +51,16 @@ def epoch_numbers(history: History) -> list[int]:
         int(row["epoch"]) + 1 if "epoch" in row else position
         for position, row in enumerate(history, start=1)
     ]
+
+
+def plot_run_history(run: Run) -> Figure:
+    """A run's history.csv plotted, its best epoch chosen by the metric its config.toml
+    monitored; RunError for a run without history. `cnnlab visualize history` and the
+    server's history picture both draw it here."""
+    history = run.history()
+    if not history:
+        raise RunError(f"{run.dir}: no training history (history.csv) yet; train the run first")
+    return plot_history(history, monitor=run.monitor())
 
 
 def plot_history(history: History, *, monitor: str = "val_accuracy") -> Figure:

@@ -97,13 +97,9 @@ def _model(run_dir: Path | None, target: Any, unsafe: bool = False, **_: Any) ->
 
 
 def _history(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
-    from cnnlab.visualize.history import plot_history
+    from cnnlab.visualize.history import plot_run_history
 
-    run = Run(_need_run(run_dir, target, "history"))
-    history = run.history()
-    if not history:
-        raise RunError(f"{run.dir}: no history.csv yet; train the run first")
-    return plot_history(history, monitor=run.config().train.monitor), ""
+    return plot_run_history(Run(_need_run(run_dir, target, "history"))), ""
 
 
 def _confusion(
@@ -180,22 +176,19 @@ def _layer_arg(layer: str | None) -> str | int | None:
     return int(layer) if layer is not None and layer.lstrip("-").isdigit() else layer
 
 
-def _prepared(model: Any, image: Any) -> Any:
-    from cnnlab.inference import KerasPredictor
-
-    batch, errors = KerasPredictor(model).prepare([image])
-    if errors[0] is not None:
-        raise CnnlabError(errors[0])
-    return batch[0]
+def _model_input(predictor: Any, image: Any) -> Any:
+    """The model input the found box of `image` gives (`Predictor.prepare`), as predict uses."""
+    return predictor.prepare([image])[0].model_input  # ImageError if the picture is unusable
 
 
 def _features(
     run_dir: Path | None, target: Any, image: Any = None, unsafe: bool = False, **_: Any
 ) -> tuple[Any, str]:
+    from cnnlab.inference import KerasPredictor
     from cnnlab.visualize.features import plot_features
 
-    model = Run.open(target).load_model(unsafe=unsafe)
-    return plot_features(model, _prepared(model, image)), ""
+    predictor = KerasPredictor.load(target, unsafe=unsafe)
+    return plot_features(predictor.model, _model_input(predictor, image)), ""
 
 
 def _gradcam(
@@ -205,7 +198,7 @@ def _gradcam(
     from cnnlab.visualize.gradcam import plot_gradcam
 
     predictor = KerasPredictor.load(target, unsafe=unsafe)
-    array = _prepared(predictor.model, image)
+    array = _model_input(predictor, image)
     return plot_gradcam(predictor.model, array, predictor.class_names), ""
 
 
