@@ -5,14 +5,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import ModuleType
+
+DEFAULT_BACKEND = "tensorflow"
+"""The Keras backend where neither train.backend nor $KERAS_BACKEND names one."""
+BACKENDS = (DEFAULT_BACKEND, "jax", "torch")
+"""The Keras backends cnnlab trains on."""
+PRECISION_ENV = "CNNLAB_PRECISION"
 
 
 def keras() -> ModuleType:
     """Import and return Keras (TensorFlow backend unless KERAS_BACKEND says otherwise)."""
     if sys.modules.get("keras") is None:
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
         # TensorFlow's C++ start-up notes (oneDNN, CPU features) are not for our users.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"
@@ -30,15 +36,16 @@ def keras() -> ModuleType:
     return sys.modules["keras"]
 
 
-BACKENDS = ("tensorflow", "jax", "torch")
-PRECISION_ENV = "CNNLAB_PRECISION"
-
-
 def backend_name() -> str:
     """The Keras backend in use, or the one the first Keras import will use."""
     if sys.modules.get("keras") is not None:
         return str(sys.modules["keras"].backend.backend())
-    return os.environ.get("KERAS_BACKEND", "tensorflow") or "tensorflow"
+    return requested_backend(os.environ)
+
+
+def requested_backend(environ: Mapping[str, str]) -> str:
+    """The backend `environ` asks Keras for: $KERAS_BACKEND, else the default."""
+    return environ.get("KERAS_BACKEND") or DEFAULT_BACKEND
 
 
 def select_backend(name: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab._backend import backend_name, requested_backend
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.runs import Run
 
@@ -285,9 +286,7 @@ def leave(processes: Processes) -> None:
 def require_jax_backend(backend: str | None = None) -> None:
     """One clear line unless Keras runs on JAX here (or `backend` names JAX)."""
     if backend is None:
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        if "keras" in sys.modules:
-            backend = _keras().backend.backend()
+        backend = backend_name()
     if backend != "jax":
         raise CnnlabError(
             f"data-parallel training (--processes, --coordinator, --devices) runs on JAX's "
@@ -319,7 +318,7 @@ def launch(
     if processes < 1:
         raise CnnlabError(f"--processes must be >= 1, got {processes}")
     base = dict(os.environ if env is None else env)
-    require_jax_backend(base.get("KERAS_BACKEND", "tensorflow"))
+    require_jax_backend(requested_backend(base))
     address = f"{LOOPBACK}:{free_port()}"
     children = []
     for index in range(processes):

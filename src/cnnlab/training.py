@@ -16,19 +16,18 @@ import math
 import random
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab import __version__
-from cnnlab._backend import auto_precision, dtype_policy, select_backend
+from cnnlab._backend import DEFAULT_BACKEND, auto_precision, dtype_policy, select_backend
 from cnnlab._backend import keras as _keras
 from cnnlab.config import Config, TrainConfig, load_config
 from cnnlab.distributed import ONE_PROCESS, Cluster, Processes, join, leave
 from cnnlab.errors import RunError
-from cnnlab.monitoring import mode_for, recorded_monitor
+from cnnlab.monitoring import best_row, recorded_monitor
 from cnnlab.runs import History, Run, RunState
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ def train(
     precision_reason = (
         auto_precision()[1] if config.train.precision == "auto" else "set in the configuration"
     )
-    config = Config().replace(**tomllib.loads(decided))
+    config = Config.from_toml(decided)
     log.info(
         "Keras backend: %s; precision: %s (%s)", backend, config.train.precision, precision_reason
     )
@@ -164,7 +163,7 @@ def train(
         )
     history = run.history()
     run.write_history(history)
-    best = _best_row(history, checkpoint.monitor, checkpoint.tie_breaker or "val_loss")
+    best = best_row(history, checkpoint.monitor, checkpoint.tie_breaker)
     state.status = "finished"
     state.epochs_run = len(history)
     state.best_epoch = None if best is None else int(best["epoch"]) + 1
@@ -274,13 +273,13 @@ def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[l
     keep_best = train.recipe != "seed"
     tie_breaker = "val_loss" if has_validation else "loss"
     previous = run.history()
-    best_row = _best_row(previous, monitor, tie_breaker) if keep_best else None
+    kept = best_row(previous, monitor, tie_breaker) if keep_best else None
     checkpoint = BestModelCheckpoint(
         run.model_file,
         monitor=monitor if keep_best else None,
-        initial_best=None if best_row is None else best_row[monitor],
+        initial_best=None if kept is None else kept[monitor],
         tie_breaker=tie_breaker,
-        initial_tie=math.inf if best_row is None else best_row.get(tie_breaker, math.inf),
+        initial_tie=math.inf if kept is None else kept.get(tie_breaker, math.inf),
     )
     callbacks: list[Any] = [EpochTimer(), keras.callbacks.TerminateOnNaN()]
     if train.target_accuracy:
@@ -339,18 +338,6 @@ def learning_rate_schedule(train: TrainConfig) -> Callable[[int], float] | None:
     return None
 
 
-def _best_row(
-    history: History, monitor: str | None, tie_breaker: str = "val_loss"
-) -> dict[str, float] | None:
-    """The epoch the checkpoint kept: best `monitor`, ties to the lowest `tie_breaker`."""
-    if not history:
-        return None
-    if monitor is None or monitor not in history[0]:
-        return history[-1]
-    sign = 1.0 if mode_for(monitor) == "max" else -1.0
-    return max(history, key=lambda row: (sign * row[monitor], -row.get(tie_breaker, math.inf)))
-
-
 def resolve_defaults(config: Config) -> Config:
     """Turn "choose for me" settings into the concrete values that config.toml records.
 
@@ -379,7 +366,7 @@ def _same_config_or_fail(config: Config, run: Run) -> Config:
     """An interrupted run resumes only with the configuration it started with."""
     saved = run.config()
     if saved.train.backend == "auto":  # written before cnnlab recorded the backend: TensorFlow
-        saved = saved.replace(train={"backend": "tensorflow"})
+        saved = saved.replace(train={"backend": DEFAULT_BACKEND})
     adopted = {
         key: getattr(saved.train, key)
         for key, unresolved in (("seed", -1), ("precision", "auto"), ("steps_per_execution", 0))

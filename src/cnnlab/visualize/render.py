@@ -103,7 +103,8 @@ def _history(run_dir: Path | None, target: Any, **_: Any) -> tuple[Any, str]:
     history = run.history()
     if not history:
         raise RunError(f"{run.dir}: no history.csv yet; train the run first")
-    return plot_history(history, monitor=run.config().train.monitor), ""
+    best = run.state().best_epoch  # the epoch run.json names (the seed recipe: the last)
+    return plot_history(history, monitor=run.config().train.monitor, best=best), ""
 
 
 def _confusion(
