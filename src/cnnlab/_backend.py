@@ -1,12 +1,20 @@
-"""The one place that imports Keras, so `import cnnlab` and `cnnlab --help` stay fast."""
+"""The one place that imports Keras, so `import cnnlab` and `cnnlab --help` stay fast, and the
+backend stays open until something needs Keras.
+
+`LazyKerasClass` is how cnnlab's own Keras classes (callbacks, layers) are written as ordinary
+module-level classes without importing Keras: the Keras base class is mixed in when the first
+instance is made.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from types import ModuleType
+from typing import Any, ClassVar
 
 DEFAULT_BACKEND = "tensorflow"
 """The Keras backend where neither train.backend nor $KERAS_BACKEND names one."""
@@ -34,6 +42,47 @@ def keras() -> ModuleType:
                 "predicts and serves without them)"
             ) from None
     return sys.modules["keras"]
+
+
+_AnyBase: Any = object  # typed Any: mypy then accepts what the Keras base adds (`self.model`...)
+
+
+class LazyKerasClass(_AnyBase):
+    """A subclass of a Keras class (`keras_base`, e.g. "callbacks.Callback") that can be
+    imported, and subclassed, without importing Keras.
+
+    Write the subclass as a subclass of the Keras class would be written. Its first instance
+    imports Keras and makes (once) the class that derives from it and from the Keras base;
+    every instance is of that class, so `isinstance` holds for both. With `keras_package` set,
+    that class is also registered with Keras' serialisation under the package name, so a saved
+    model that contains it loads back.
+    """
+
+    keras_base: ClassVar[str] = ""
+    keras_package: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        made = keras_subclass(cls)
+        new = super(LazyKerasClass, made).__new__  # type: ignore[misc]  # the Keras base's
+        return new(made) if new is object.__new__ else new(made, *args, **kwargs)
+
+
+_MADE: dict[type, type] = {}
+
+
+def keras_subclass(cls: type[LazyKerasClass]) -> type:
+    """`cls` as a subclass of its Keras base too (itself if it already is one), made once."""
+    if cls not in _MADE:
+        module = keras()
+        base = operator.attrgetter(cls.keras_base)(module)
+        if issubclass(cls, base):
+            return cls
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        made: type = type(cls.__name__, (cls, base), {**namespace, "__doc__": cls.__doc__})
+        if cls.keras_package:
+            made = module.saving.register_keras_serializable(package=cls.keras_package)(made)
+        _MADE[cls] = made
+    return _MADE[cls]
 
 
 def backend_name() -> str:
