@@ -20,6 +20,8 @@ DEFAULT_BACKEND = "tensorflow"
 """The Keras backend where neither train.backend nor $KERAS_BACKEND names one."""
 BACKENDS = (DEFAULT_BACKEND, "jax", "torch")
 """The Keras backends cnnlab trains on."""
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+"""train.precision's choices: a Keras dtype policy, or "auto" (`auto_precision`)."""
 PRECISION_ENV = "CNNLAB_PRECISION"
 
 
@@ -126,7 +128,6 @@ def auto_precision() -> tuple[str, str]:
     test suite forces float32 with it), else the precision this machine trains fastest with."""
     forced = os.environ.get(PRECISION_ENV, "").strip()
     if forced and forced != "auto":
-        from cnnlab.config import PRECISIONS
         from cnnlab.errors import ConfigError
 
         if forced not in PRECISIONS:

@@ -20,11 +20,11 @@ from typing import Any
 import tomli_w
 
 from cnnlab._backend import BACKENDS as _KERAS_BACKENDS
+from cnnlab._backend import PRECISIONS
 from cnnlab.errors import ConfigError
 
 RECIPES = ("default", "seed")
 INIT_FILTERS = ("random", "classic", "whitening")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BACKENDS = ("auto", *_KERAS_BACKENDS)
 LR_SCHEDULES = ("exponential", "cosine")
 CHOICES: dict[str, tuple[str, ...]] = {
