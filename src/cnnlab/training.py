@@ -64,7 +64,7 @@ class Plan:
     config: Config  # every "choose for me" setting resolved, as config.toml records it
     resuming: bool = False  # an interrupted run goes on from its backup
     first_epoch: int = 0  # the epochs its backup has finished (0: from the start)
-    precision_reason: str = "set in the configuration"
+    precision_reason: str = "set in the configuration"  # or why "auto" chose the policy
 
     def to_text(self) -> str:
         """The plan as one line of text, for the other processes (`from_text` reads it)."""
@@ -136,8 +136,7 @@ def _decide(config: Config, run: Run, team: Processes, *, overwrite: bool = Fals
     state = run.state()
     if state.finished:
         return None
-    precision = config.train.precision
-    reason = auto_precision()[1] if precision == "auto" else Plan.precision_reason
+    reason = auto_precision()[1] if config.train.precision == "auto" else Plan.precision_reason
     if not state.running:
         return Plan(resolve_defaults(config), precision_reason=reason)
     if team.count > 1:
