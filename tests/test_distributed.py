@@ -159,12 +159,52 @@ def test_an_interrupted_run_is_not_resumed_by_several_processes(
     tmp_path: Path, tiny_config: Callable[..., Config], tiny_npz: Path, tiny_arch: Path
 ) -> None:
     from cnnlab.runs import Run, RunState
-    from cnnlab.training import _decide
+    from cnnlab.training import Plan, _decide
 
     config = tiny_config(tmp_path, tiny_npz, tiny_arch)
     run = Run(config.run_dir)
     team = Processes(0, 2, ("cpu:0", "cpu:1"))
-    assert "seed = 7" in _decide(config, run, RunState(), team)  # a new run: its config
-    assert _decide(config, run, RunState(status="finished"), team) == ""  # nothing to do
+    plan = _decide(config, run, team)  # a new run: its config
+    assert plan is not None and not plan.resuming and plan.first_epoch == 0
+    assert "seed = 7" in plan.config.to_toml()
+    assert Plan.from_text(plan.to_text()) == plan  # as the other processes receive it
+    run.make_dir()
+    run.write_state(RunState(status="finished"))
+    assert _decide(config, run, team) is None  # nothing to do
+    run.write_state(RunState(status="running"))
     with pytest.raises(CnnlabError, match=r"not supported with several processes.*--overwrite"):
-        _decide(config, run, RunState(status="running"), team)
+        _decide(config, run, team)
+    assert _decide(config, run, team, overwrite=True) == plan  # starts over
+    assert not run.dir.exists()
+
+
+def test_a_process_other_than_0_gets_a_read_only_run(tmp_path: Path) -> None:
+    from cnnlab.runs import RunState
+
+    follower = Processes(1, 2, ("cpu:0", "cpu:1")).open_run(tmp_path / "run")
+    assert follower.read_only and not Processes().open_run(tmp_path / "run").read_only
+    follower.make_dir()
+    follower.write_state(RunState(status="running"))
+    follower.write_metrics({"test_accuracy": 1.0})
+    follower.check_writable()
+    assert not (tmp_path / "run").exists()
+    assert follower.state().status == "new"  # reads work as for any Run
+
+
+def test_launch_gives_its_processes_the_chosen_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each child exits 0 only if it runs with KERAS_BACKEND=jax, which nothing else sets.
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    check = "import os, sys; sys.exit(0 if os.environ['KERAS_BACKEND'] == 'jax' else 3)"
+    assert launch([], 2, backend="jax", program=[sys.executable, "-c", check], env=env) == 0
+    with pytest.raises(CnnlabError, match="tensorflow backend"):
+        launch([], 2, backend="tensorflow", program=[sys.executable, "-c", check], env=env)
+
+    # `cnnlab train --backend jax --processes 2` passes the flag's backend to launch.
+    launched: list[tuple[list[str], str]] = []
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(
+        "cnnlab.distributed.launch",
+        lambda argv, count, backend: launched.append((argv, backend)) or 0,
+    )
+    assert main(["train", "--backend", "jax", "--processes", "2", "--epochs", "1"]) == 0
+    assert launched == [(["train", "--backend", "jax", "--epochs", "1"], "jax")]

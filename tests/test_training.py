@@ -232,3 +232,44 @@ def test_a_run_without_validation_records_every_epoch(
     assert [int(row["epoch"]) for row in result.history] == [0, 1]
     assert not any(key.startswith("val_") for key in result.history[0])
     assert result.state.best_epoch == 2  # the seed recipe keeps the last epoch's model
+
+
+PUBLIC_NAMES_THEN_JAX = """
+import sys
+
+import cnnlab
+from cnnlab.config import load_config
+
+for name in cnnlab.__all__:
+    getattr(cnnlab, name)
+assert "keras" not in sys.modules, "importing cnnlab's public names imported Keras"
+dataset, arch, runs = sys.argv[1:]
+config = load_config(overrides={
+    "data.dataset": dataset, "data.validation_split": 0.25, "model.architecture": arch,
+    "model.init_filters": "random", "train.epochs": 1, "train.seed": 7,
+    "train.backend": "jax", "run.runs_dir": runs, "run.name": "tiny",
+})
+result = cnnlab.train(config)
+stop = cnnlab.TargetReached(monitor="loss")  # made after Keras started: a Keras callback
+assert isinstance(stop, sys.modules["keras"].callbacks.Callback)
+print("trained on", result.state.backend)
+"""
+
+
+def test_every_public_name_imports_and_then_trains_on_jax(
+    tmp_path: Path, tiny_npz: Path, tiny_arch: Path
+) -> None:
+    """Importing cnnlab's public names (the callbacks among them) imports no Keras, so a
+    later train() can still choose the JAX backend in the same process."""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    args = [str(tiny_npz), str(tiny_arch), str(tmp_path / "runs")]
+    done = subprocess.run(
+        [sys.executable, "-c", PUBLIC_NAMES_THEN_JAX, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trained on jax" in done.stdout
+    assert Run(tmp_path / "runs" / "tiny").state().backend == "jax"

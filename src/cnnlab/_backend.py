@@ -1,18 +1,34 @@
-"""The one place that imports Keras, so `import cnnlab` and `cnnlab --help` stay fast."""
+"""The one place that imports Keras, so `import cnnlab` and `cnnlab --help` stay fast, and the
+backend stays open until something needs Keras.
+
+`LazyKerasClass` is how cnnlab's own Keras classes (callbacks, layers) are written as ordinary
+module-level classes without importing Keras: the Keras base class is mixed in when the first
+instance is made.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import ModuleType
+from typing import Any, ClassVar
+
+DEFAULT_BACKEND = "tensorflow"
+"""The Keras backend where neither train.backend nor $KERAS_BACKEND names one."""
+BACKENDS = (DEFAULT_BACKEND, "jax", "torch")
+"""The Keras backends cnnlab trains on."""
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+"""train.precision's choices: a Keras dtype policy, or "auto" (`auto_precision`)."""
+PRECISION_ENV = "CNNLAB_PRECISION"
 
 
 def keras() -> ModuleType:
     """Import and return Keras (TensorFlow backend unless KERAS_BACKEND says otherwise)."""
     if sys.modules.get("keras") is None:
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
         # TensorFlow's C++ start-up notes (oneDNN, CPU features) are not for our users.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"
@@ -30,15 +46,57 @@ def keras() -> ModuleType:
     return sys.modules["keras"]
 
 
-BACKENDS = ("tensorflow", "jax", "torch")
-PRECISION_ENV = "CNNLAB_PRECISION"
+_AnyBase: Any = object  # typed Any: mypy then accepts what the Keras base adds (`self.model`...)
+
+
+class LazyKerasClass(_AnyBase):
+    """A subclass of a Keras class (`keras_base`, e.g. "callbacks.Callback") that can be
+    imported, and subclassed, without importing Keras.
+
+    Write the subclass as a subclass of the Keras class would be written. Its first instance
+    imports Keras and makes (once) the class that derives from it and from the Keras base;
+    every instance is of that class, so `isinstance` holds for both. With `keras_package` set,
+    that class is also registered with Keras' serialisation under the package name, so a saved
+    model that contains it loads back.
+    """
+
+    keras_base: ClassVar[str] = ""
+    keras_package: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        made = keras_subclass(cls)
+        new = super(LazyKerasClass, made).__new__  # type: ignore[misc]  # the Keras base's
+        return new(made) if new is object.__new__ else new(made, *args, **kwargs)
+
+
+_MADE: dict[type, type] = {}
+
+
+def keras_subclass(cls: type[LazyKerasClass]) -> type:
+    """`cls` as a subclass of its Keras base too (itself if it already is one), made once."""
+    if cls not in _MADE:
+        module = keras()
+        base = operator.attrgetter(cls.keras_base)(module)
+        if issubclass(cls, base):
+            return cls
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        made: type = type(cls.__name__, (cls, base), {**namespace, "__doc__": cls.__doc__})
+        if cls.keras_package:
+            made = module.saving.register_keras_serializable(package=cls.keras_package)(made)
+        _MADE[cls] = made
+    return _MADE[cls]
 
 
 def backend_name() -> str:
     """The Keras backend in use, or the one the first Keras import will use."""
     if sys.modules.get("keras") is not None:
         return str(sys.modules["keras"].backend.backend())
-    return os.environ.get("KERAS_BACKEND", "tensorflow") or "tensorflow"
+    return requested_backend(os.environ)
+
+
+def requested_backend(environ: Mapping[str, str]) -> str:
+    """The backend `environ` asks Keras for: $KERAS_BACKEND, else the default."""
+    return environ.get("KERAS_BACKEND") or DEFAULT_BACKEND
 
 
 def select_backend(name: str) -> str:
@@ -70,7 +128,6 @@ def auto_precision() -> tuple[str, str]:
     test suite forces float32 with it), else the precision this machine trains fastest with."""
     forced = os.environ.get(PRECISION_ENV, "").strip()
     if forced and forced != "auto":
-        from cnnlab.config import PRECISIONS
         from cnnlab.errors import ConfigError
 
         if forced not in PRECISIONS:

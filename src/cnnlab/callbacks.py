@@ -4,6 +4,11 @@ Keras supplies early stopping, NaN termination and CSV logging; cnnlab adds: sto
 target metric value, an atomically written best-model checkpoint that survives a resume, the
 wall-clock time of each epoch in the logs, and the complete training state saved every epoch
 so that a resumed run ends exactly as an uninterrupted one (`TrainingState`).
+
+Importing them imports no Keras: each is a `KerasCallback`, whose first instance mixes in
+`keras.callbacks.Callback` (`cnnlab._backend.LazyKerasClass`). So `from cnnlab import
+TargetReached` leaves the Keras backend open until something trains (and a later
+`train.backend = "jax"` still takes effect).
 """
 
 from __future__ import annotations
@@ -14,16 +19,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnlab._backend import LazyKerasClass
 from cnnlab._backend import keras as _keras
 from cnnlab._io import atomic_path
 from cnnlab.monitoring import mode_for
 
 log = logging.getLogger(__name__)
 
-_Callback: Any = _keras().callbacks.Callback
+
+class KerasCallback(LazyKerasClass):
+    """A Keras callback class that imports no Keras until its first instance is made (see
+    `cnnlab._backend.LazyKerasClass`); `isinstance(callback, keras.callbacks.Callback)` holds."""
+
+    keras_base = "callbacks.Callback"
 
 
-class TargetReached(_Callback):
+class TargetReached(KerasCallback):
     """Stop training as soon as a monitored metric reaches a target value.
 
     Keras' `EarlyStopping` stops when a metric stops improving; this stops when it is good
@@ -73,7 +84,7 @@ class TargetReached(_Callback):
             self.model.stop_training = True
 
 
-class BestModelCheckpoint(_Callback):
+class BestModelCheckpoint(KerasCallback):
     """Save the whole model whenever `monitor` improves, atomically (temp file + rename).
 
     A reader, or a process killed mid-save, never sees half a file. `initial_best` lets a
@@ -127,7 +138,7 @@ class BestModelCheckpoint(_Callback):
             self.model.save(tmp)
 
 
-class EpochTimer(_Callback):
+class EpochTimer(KerasCallback):
     """Add `epoch_seconds` (wall-clock time of the epoch) to the logs, so history.csv has it."""
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -147,7 +158,7 @@ _CALLBACK_STATE: dict[str, tuple[str, ...]] = {
 }
 
 
-class TrainingState(_Callback):
+class TrainingState(KerasCallback):
     """Save everything a resumed run needs after every epoch, atomically; restore it on resume.
 
     Keras' `BackupAndRestore` saves the weights and the optimizer, then the epoch, as two files

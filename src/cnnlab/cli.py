@@ -412,7 +412,7 @@ def _add_sweep_command(commands: Any) -> None:
 
 def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "data-parallel training on JAX's distributed runtime (needs KERAS_BACKEND=jax)"
+        "data-parallel training on JAX's distributed runtime (needs --backend jax)"
     )
     group.add_argument(
         "--processes",
@@ -519,14 +519,13 @@ def _train(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
     from cnnlab.training import train
 
-    if args.processes is not None:
-        return _launch_processes(args)
-    cluster = _cluster(args)
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     config = load_config(
         args.config, recipe_name=args.recipe, overrides=overrides, preset=args.preset
     )
-    result = train(config, overwrite=args.overwrite, cluster=cluster)
+    if args.processes is not None:
+        return _launch_processes(args, config.train.backend)
+    result = train(config, overwrite=args.overwrite, cluster=_cluster(args))
     if not result.writer:
         return 0  # process 0 reports
     state = result.state
@@ -538,13 +537,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch_processes(args: argparse.Namespace) -> int:
-    """`--processes N`: the same command as N processes joined on 127.0.0.1."""
+def _launch_processes(args: argparse.Namespace, backend: str) -> int:
+    """`--processes N`: the same command as N processes joined on 127.0.0.1, on `backend`
+    (the configuration's; "auto": $KERAS_BACKEND's)."""
     from cnnlab.distributed import launch
 
     if args.coordinator or args.num_processes is not None or args.process_id is not None:
         raise CnnlabError("--processes starts its own processes; leave out --coordinator")
-    return launch(_without_option(args.argv, "--processes"), args.processes)
+    return launch(_without_option(args.argv, "--processes"), args.processes, backend=backend)
 
 
 def _cluster(args: argparse.Namespace) -> Any:

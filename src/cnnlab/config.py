@@ -1,7 +1,9 @@
 """Every setting of a run in one place: recipe defaults, then a TOML file, then command-line flags.
 
-A `Config` is frozen and fully resolved: what is written to `runs/<name>/config.toml` is exactly
-what ran, and loading that file again re-runs it.
+A `Config` is frozen. Some settings may still say "choose for me" (`train.seed = -1`,
+`precision`, `backend` and `steps_per_execution` "auto" or 0); training resolves them
+(`cnnlab.training.resolve_defaults`) before it writes `runs/<name>/config.toml`, so that file is
+exactly what ran, and loading it again re-runs it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import Any
 
 import tomli_w
 
+from cnnlab._backend import BACKENDS as _KERAS_BACKENDS
+from cnnlab._backend import PRECISIONS
 from cnnlab.errors import ConfigError
 
 RECIPES = ("default", "seed")
 INIT_FILTERS = ("random", "classic", "whitening")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-BACKENDS = ("auto", "tensorflow", "jax", "torch")
+BACKENDS = ("auto", *_KERAS_BACKENDS)
 LR_SCHEDULES = ("exponential", "cosine")
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.recipe": RECIPES,
@@ -153,6 +156,11 @@ class Config:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str) -> Config:
+        """The Config that `to_toml` wrote (settings it leaves out keep their defaults)."""
+        return cls().replace(**tomllib.loads(text))
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """Return a copy with some fields of some sections changed, e.g. replace(train={...})."""

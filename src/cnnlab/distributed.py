@@ -1,21 +1,26 @@
 """Data-parallel training over several processes and devices, on JAX's distributed runtime.
 
 Nothing here trains: `cnnlab.train` does, the same code path for one process or many. This
-module only says where a process stands among those training one model (`Processes`), joins
-them (`join`), and launches a team on this machine (`launch`):
+module says where a process stands among those training one model (`Processes`), joins them
+(`join`), and launches a team on this machine (`launch`). `Processes` is the one object
+training asks about distribution, through a few hooks that do nothing for one process on one
+device: open the run folder (`open_run`), agree on what to train (`agree`), distribute the
+model (`distribute`), shard the data (`shard`), choose each process's callbacks
+(`choose_callbacks`), and `finish`.
 
 - `jax.distributed.initialize` connects the processes (CPU collectives over gloo);
 - `keras.distribution.DataParallel` replicates the model on every device and splits each batch
   across them, so gradients are averaged over the whole global batch;
 - every process computes the same shuffled order and feeds its own slice of every global batch
   (`Processes.shard`): together the slices are exactly the batch one process would train on;
-- process 0 alone writes the run folder; the others read nothing from it and write nothing.
+- process 0 alone writes the run folder (and alone decides what to train); the others get a
+  read-only `Run` and write nothing.
 
 A cluster is named by flags (`--coordinator HOST:PORT --num-processes N --process-id I`), by
 the environment variables `CNNLAB_COORDINATOR`, `CNNLAB_NUM_PROCESSES`, `CNNLAB_PROCESS_ID`, or
 by a launcher JAX detects itself (Slurm's `srun`, Open MPI's `mpirun`). JAX's own
 `JAX_COORDINATOR_ADDRESS` stands for `CNNLAB_COORDINATOR`. Only the JAX backend can do this
-(`KERAS_BACKEND=jax`).
+(`--backend jax`, `train.backend = "jax"` or `KERAS_BACKEND=jax`).
 """
 
 from __future__ import annotations
@@ -28,14 +33,17 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
+from cnnlab._backend import backend_name, requested_backend
 from cnnlab.errors import CnnlabError, RunError
 from cnnlab.runs import Run
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENV_COORDINATOR = "CNNLAB_COORDINATOR"
 ENV_NUM_PROCESSES = "CNNLAB_NUM_PROCESSES"
@@ -76,7 +84,9 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Processes:
-    """Where this process stands: its index, how many processes, how many devices in all."""
+    """Where this process stands (its index, how many processes, how many devices in all),
+    and the hooks through which training is distributed; `ONE_PROCESS`, one process on one
+    device, is the default, for which every hook does nothing."""
 
     index: int = 0
     count: int = 1
@@ -95,32 +105,47 @@ class Processes:
     def parallel(self) -> bool:
         return self.count > 1 or self.devices > 1
 
-    def distribute(self) -> None:
-        """Make Keras replicate the next model on every device and split batches over them."""
+    def open_run(self, directory: str | Path) -> Run:
+        """The run folder as this process sees it: process 0 reads and writes it; the others
+        get it read-only (their writes do nothing)."""
+        return Run(directory, read_only=not self.writes)
+
+    def agree(
+        self,
+        decide: Callable[[], T | None],
+        *,
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+    ) -> T | None:
+        """Process 0's `decide()` (a value, or None), given to every process; alone, simply
+        `decide()`. Between processes the value travels as `encode`'s text, read back with
+        `decode`; a CnnlabError raised by `decide` is raised on every process (so that none
+        waits for the others forever)."""
+        if self.count == 1:
+            return decide()
+        message = ""
+        if self.writes:
+            try:
+                value = decide()
+                message = "none:" if value is None else "value:" + encode(value)
+            except CnnlabError as exc:
+                message = "error:" + str(exc)
+        kind, _, text = _broadcast_text(message).partition(":")
+        if kind == "error":
+            raise RunError(text if self.writes else f"process 0 stopped: {text}")
+        return None if kind == "none" else decode(text)
+
+    def distribute(self, batch_size: int) -> None:
+        """Make Keras replicate the next model on every device and split each global batch of
+        `batch_size` images evenly over them (a CnnlabError if it cannot be)."""
         if self.parallel:
+            self.check_batch_size(batch_size)
             keras = _keras()
             keras.distribution.set_distribution(
                 keras.distribution.DataParallel(
                     devices=list(self.device_names), auto_shard_dataset=False
                 )
             )
-
-    def agree(self, decide: Callable[[], str]) -> str:
-        """Process 0's `decide()`, given to every process; a CnnlabError raised there is raised
-        on every process (so that none waits for the others forever)."""
-        if self.count == 1:
-            return decide()
-        text = ""
-        if self.writes:
-            try:
-                text = "ok:" + decide()
-            except CnnlabError as exc:
-                text = "error:" + str(exc)
-        text = _broadcast_text(text)
-        status, _, value = text.partition(":")
-        if status == "error":
-            raise RunError(value if self.writes else f"process 0 stopped: {value}")
-        return value
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size % self.devices:
@@ -132,78 +157,36 @@ class Processes:
     def shard(self, dataset: Any) -> Any:
         """This process's slice of every batch of `dataset` (a `keras.utils.PyDataset` of
         global batches); a last batch that does not split evenly loses at most
-        `devices - 1` images. One process on one device: `dataset` itself."""
-        if not self.parallel:
+        `devices - 1` images. One process on one device (or no dataset): `dataset` itself."""
+        if dataset is None or not self.parallel:
             return dataset
         return _sharded(dataset, self)
 
-    def keep_callbacks(self, callbacks: Sequence[Any]) -> list[Any]:
+    def choose_callbacks(self, callbacks: Sequence[Any]) -> list[Any]:
         """The callbacks this process runs: all on process 0; on the others, those that only
         steer training (every process must take the same decisions), none that writes."""
         if self.count == 1:
             return list(callbacks)
         from cnnlab.callbacks import BestModelCheckpoint, TrainingState
 
-        keras = _keras()
-        writers = (
-            BestModelCheckpoint,
-            TrainingState,
-            keras.callbacks.CSVLogger,
-            keras.callbacks.BackupAndRestore,
-        )
+        writers = (BestModelCheckpoint, TrainingState, _keras().callbacks.CSVLogger)
         if not self.writes:
             return [callback for callback in callbacks if not isinstance(callback, writers)]
         # Saving a model makes Keras create variables (a throwaway optimizer's); under the
         # distribution each one would wait for the other processes, which do not save.
         return [_undistributed(c) if isinstance(c, writers) else c for c in callbacks]
 
-    def run(self, run: Run) -> Run:
-        """The run folder as this process sees it: process 0 reads and writes it; the others
-        get a `FollowerRun`, which writes nothing."""
-        return run if self.writes else FollowerRun(run.dir, run.model_file)
-
     def describe(self) -> dict[str, int]:
         """What run.json records about the team (empty for one process on one device)."""
         return {"processes": self.count, "devices": self.devices} if self.parallel else {}
 
+    def finish(self) -> None:
+        """Undo `distribute`, so that later work in this process runs on one device."""
+        if self.parallel:
+            _keras().distribution.set_distribution(None)
+
 
 ONE_PROCESS = Processes()
-
-
-class FollowerRun(Run):
-    """The run folder seen by a process other than 0: it trains in step, and writes nothing."""
-
-    def state(self) -> Any:
-        from cnnlab.runs import RunState
-
-        return RunState()
-
-    def history(self) -> list[dict[str, float]]:
-        return []
-
-    def check_writable(self) -> None:
-        """Process 0 checks the run folder; the others write nothing there."""
-
-    def make_dir(self) -> None:
-        pass
-
-    def write_config(self, config: Any) -> None:
-        pass
-
-    def write_state(self, state: Any) -> None:
-        pass
-
-    def write_summary(self, text: str) -> None:
-        pass
-
-    def write_history(self, history: Any) -> None:
-        pass
-
-    def remove(self) -> None:
-        pass
-
-    def remove_backup(self) -> None:
-        pass
 
 
 def cluster_from(
@@ -247,7 +230,7 @@ def cluster_from(
 
 def join(cluster: Cluster | None) -> Processes:
     """Join `cluster` (None: one process, nothing to do) before anything runs on JAX; the model
-    is then built under `Processes.distribute`."""
+    is then built under `Processes.distribute`, and `Processes.finish` ends it."""
     if cluster is None:
         return ONE_PROCESS
     require_jax_backend()
@@ -276,23 +259,15 @@ def join(cluster: Cluster | None) -> Processes:
     return processes
 
 
-def leave(processes: Processes) -> None:
-    """Undo `join`'s distribution, so that later work in this process runs on one device."""
-    if processes.parallel:
-        _keras().distribution.set_distribution(None)
-
-
 def require_jax_backend(backend: str | None = None) -> None:
     """One clear line unless Keras runs on JAX here (or `backend` names JAX)."""
     if backend is None:
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        if "keras" in sys.modules:
-            backend = _keras().backend.backend()
+        backend = backend_name()
     if backend != "jax":
         raise CnnlabError(
             f"data-parallel training (--processes, --coordinator, --devices) runs on JAX's "
-            f"distributed runtime; this is the {backend} backend: set KERAS_BACKEND=jax "
-            "(pip install jax)"
+            f"distributed runtime; this is the {backend} backend: add --backend jax (or set "
+            "KERAS_BACKEND=jax; pip install jax)"
         )
 
 
@@ -300,6 +275,7 @@ def launch(
     argv: Sequence[str],
     processes: int,
     *,
+    backend: str = "auto",
     program: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     straggler_seconds: float = STRAGGLER_SECONDS,
@@ -314,12 +290,15 @@ def launch(
     stopped, with one line that says so, and the exit code is 1, instead of waiting forever.
 
     Process 0's output is shown; the others' progress is not (their warnings and errors are).
-    `env`: the processes' environment (default: this one's).
+    `env`: the processes' environment (default: this one's). `backend`: the Keras backend the
+    processes run on, set as their KERAS_BACKEND ("auto": the one `env` names).
     """
     if processes < 1:
         raise CnnlabError(f"--processes must be >= 1, got {processes}")
     base = dict(os.environ if env is None else env)
-    require_jax_backend(base.get("KERAS_BACKEND", "tensorflow"))
+    if backend != "auto":
+        base["KERAS_BACKEND"] = backend
+    require_jax_backend(requested_backend(base))
     address = f"{LOOPBACK}:{free_port()}"
     children = []
     for index in range(processes):

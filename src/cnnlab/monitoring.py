@@ -1,10 +1,14 @@
-"""What a monitored metric's name means: which way is better, and what a run recorded.
+"""What a monitored metric's name means: which way is better, what a run recorded, and which
+epoch a run keeps.
 
-Callbacks, the best-epoch choice and the history plot all ask these two questions; they get
-one answer here.
+Callbacks, the best-epoch choice and the history plot all ask these questions; they get one
+answer here.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
 
 VALIDATION_PREFIX = "val_"
 
@@ -28,3 +32,35 @@ def recorded_monitor(monitor: str, *, has_validation: bool) -> str:
     if monitor.startswith(VALIDATION_PREFIX) and not has_validation:
         return monitor.removeprefix(VALIDATION_PREFIX)
     return monitor
+
+
+def tie_breaker_for(history: Sequence[Mapping[str, float]]) -> str:
+    """The loss that decides between epochs whose monitored value is equal: `val_loss` where
+    the run has validation metrics, else `loss`."""
+    return "val_loss" if any("val_loss" in row for row in history) else "loss"
+
+
+def best_row(
+    history: Sequence[Mapping[str, float]],
+    monitor: str | None,
+    tie_breaker: str | None = None,
+) -> Mapping[str, float] | None:
+    """The epoch a run keeps (its row of history.csv), as `BestModelCheckpoint` chooses it:
+    the best finite `monitor` (lowest for losses, highest otherwise) of an epoch whose loss is
+    finite, ties going to the lowest `tie_breaker` (default: `tie_breaker_for(history)`), the
+    earliest of equals. `monitor` None: the last epoch (a run that keeps the last model).
+
+    None when no epoch qualifies (an empty history, or `monitor` never recorded).
+    """
+    if monitor is None:
+        return history[-1] if history else None
+    tie = tie_breaker or tie_breaker_for(history)
+    sign = -1.0 if lower_is_better(monitor) else 1.0
+    scored = [
+        row
+        for row in history
+        if math.isfinite(row.get(monitor, math.nan)) and math.isfinite(row.get("loss", 0.0))
+    ]
+    if not scored:
+        return None
+    return max(scored, key=lambda row: (sign * row[monitor], -row.get(tie, math.inf)))

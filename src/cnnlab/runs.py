@@ -7,12 +7,17 @@
       model.keras   the best model, written atomically
       history.csv   one row per epoch
       metrics.json  test metrics, once evaluated
-      backup/       Keras BackupAndRestore state while training runs; removed at the end
+      backup/       cnnlab's `TrainingState` (every variable and counter after the last finished
+                    epoch) while training runs; removed at the end
       model.onnx    (and other exports) with a sidecar `<file>.json`, once exported
 
-Training writes through a `Run`; every later stage (evaluate, predict, visualize, serve, export,
-bench) only reads through it. `Run.open` takes what a user points at: a run folder, a `.keras`
-file or an exported `.onnx` file (the folder is then the file's parent).
+Training creates the folder and writes it through a `Run`; later stages add to it: `evaluate`
+writes metrics.json (through `Run`), `export` its model files and sidecars, and `visualize` saves
+its pictures there unless told otherwise; predict, serve and bench only read. `Run(path,
+read_only=True)` is a run folder this process must not change (a data-parallel process other
+than 0): it reads as any other, and its writes do nothing. `Run.open` takes what a user points
+at: a run folder, a `.keras` file or an exported `.onnx` file (the folder is then the file's
+parent).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from cnnlab._io import atomic_write_text
 from cnnlab.errors import RunError, UnsafeModelError
@@ -126,16 +133,38 @@ class RunState:
         return state
 
 
+_P = ParamSpec("_P")
+
+
+def _writes(method: Callable[Concatenate[Run, _P], None]) -> Callable[Concatenate[Run, _P], None]:
+    """Mark a method that changes the run folder: on a read-only `Run` it does nothing."""
+
+    @functools.wraps(method)
+    def write(run: Run, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        if not run.read_only:
+            method(run, *args, **kwargs)
+
+    return write
+
+
 class Run:
     """A run folder: where each file lives, and how each is read and written.
 
     `Run(path)` is a folder that may not exist yet (training creates it); `Run.open(path)` is
-    what a reader points at, a folder or a model file inside one.
+    what a reader points at, a folder or a model file inside one. With `read_only=True` every
+    method that would change the folder does nothing (the reads are unchanged).
     """
 
-    def __init__(self, directory: str | Path, model_file: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        model_file: str | Path | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.dir = Path(directory)
         self.model_file = Path(model_file) if model_file is not None else self.dir / MODEL_FILE
+        self.read_only = read_only
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -147,7 +176,7 @@ class Run:
         return cls(path.parent, path)
 
     def __repr__(self) -> str:
-        return f"Run({str(self.dir)!r})"
+        return f"Run({str(self.dir)!r}{', read_only=True' if self.read_only else ''})"
 
     # --- Where each file lives ------------------------------------------------------------
 
@@ -205,6 +234,7 @@ class Run:
             )
         return load_config(self.config_file)
 
+    @_writes
     def write_config(self, config: Config) -> None:
         atomic_write_text(self.config_file, config.to_toml())
 
@@ -217,6 +247,7 @@ class Run:
         except CnnlabError:
             return default
 
+    @_writes
     def write_summary(self, text: str) -> None:
         atomic_write_text(self.summary_file, text)
 
@@ -240,6 +271,7 @@ class Run:
         except TypeError:
             raise RunError(f"{path}: unreadable run state; add --overwrite to start over") from None
 
+    @_writes
     def write_state(self, state: RunState) -> None:
         atomic_write_text(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
 
@@ -274,6 +306,7 @@ class Run:
                     rows[int(values["epoch"])] = values
         return [rows[e] for e in sorted(rows)]
 
+    @_writes
     def write_history(self, history: History) -> None:
         """Rewrite history.csv from `history` (one clean row per epoch), atomically."""
         if not history:
@@ -297,6 +330,7 @@ class Run:
             return None
         return metrics if isinstance(metrics, dict) else None
 
+    @_writes
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_text(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
 
@@ -353,6 +387,7 @@ class Run:
 
     # --- Housekeeping -----------------------------------------------------------------------
 
+    @_writes
     def check_writable(self) -> None:
         """Raise RunError unless files can be written where the run folder is (or will be):
         a read-only or full disk is found before any work, and nothing is created."""
@@ -372,6 +407,7 @@ class Run:
                 "space or choose another folder with --runs-dir (nothing was changed)"
             ) from None
 
+    @_writes
     def make_dir(self) -> None:
         """Create the run folder (and its parents) if it does not exist yet, and remove the
         temporary files a killed writer left (the finished files are never half-written: each
@@ -382,11 +418,13 @@ class Run:
                 if leftover.is_file() and leftover.name.count(".") >= 2:
                     leftover.unlink(missing_ok=True)
 
+    @_writes
     def remove(self) -> None:
         """Delete the whole run folder (`--overwrite`)."""
         if self.dir.exists():
             shutil.rmtree(self.dir)
 
+    @_writes
     def remove_backup(self) -> None:
         shutil.rmtree(self.backup_dir, ignore_errors=True)
 

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import shutil
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +185,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, overwrite: bool = Fal
         trial_id = trial_tune.get_context().get_trial_id()
         number = trial_id.rpartition("_")[2]
         name = f"trial-{int(number):03d}" if number.isdigit() else f"trial-{trial_id}"
-        config = Config().replace(**tomllib.loads(base_toml))
+        config = Config.from_toml(base_toml)
         config = config.replace(**_nest(params), run={"runs_dir": str(folder), "name": name})
         result = train(config)
         state = result.state

@@ -1,8 +1,10 @@
 """Train a model from a Config and leave a run folder behind.
 
-The steps read top to bottom: prepare the run folder, prepare the data, build the model,
-compile, choose callbacks, train, save. Every file is written through `cnnlab.runs.Run`, which
-owns the run folder's layout (see that module).
+`train` reads top to bottom as its steps: decide what to train, prepare the data, build and
+compile the model, record the start in the run folder, fit with cnnlab's callbacks, save.
+Every file is written through `cnnlab.runs.Run`, which owns the run folder's layout (see that
+module). Distribution is one object, `cnnlab.distributed.Processes` (`team` below), whose hooks
+do nothing for one process on one device.
 
 Running the same command again on a finished run does nothing; on an interrupted run it resumes
 from the last completed epoch.
@@ -10,25 +12,30 @@ from the last completed epoch.
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import math
 import random
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab import __version__
-from cnnlab._backend import auto_precision, dtype_policy, select_backend
+from cnnlab._backend import DEFAULT_BACKEND, auto_precision, dtype_policy, select_backend
 from cnnlab._backend import keras as _keras
+from cnnlab._cpu import cpu_info
+from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached, TrainingState
 from cnnlab.config import Config, TrainConfig, load_config
-from cnnlab.distributed import ONE_PROCESS, Cluster, Processes, join, leave
+from cnnlab.data import load_dataset, prepare
+from cnnlab.distributed import ONE_PROCESS, Cluster, Processes, join
 from cnnlab.errors import RunError
-from cnnlab.monitoring import mode_for, recorded_monitor
+from cnnlab.kernels import init_first_conv
+from cnnlab.models import build_model, summary_text
+from cnnlab.monitoring import best_row, recorded_monitor
+from cnnlab.pipeline import make_dataset
 from cnnlab.runs import History, Run, RunState
 
 if TYPE_CHECKING:
@@ -50,6 +57,32 @@ class TrainResult:
     writer: bool = True  # False in a data-parallel process other than 0 (it wrote nothing)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What to train, as process 0 decided it from the run folder (`_decide`)."""
+
+    config: Config  # every "choose for me" setting resolved, as config.toml records it
+    resuming: bool = False  # an interrupted run goes on from its backup
+    first_epoch: int = 0  # the epochs its backup has finished (0: from the start)
+    precision_reason: str = "set in the configuration"  # or why "auto" chose the policy
+
+    def to_text(self) -> str:
+        """The plan as one line of text, for the other processes (`from_text` reads it)."""
+        return json.dumps(
+            {
+                "config": self.config.to_toml(),
+                "resuming": self.resuming,
+                "first_epoch": self.first_epoch,
+                "precision_reason": self.precision_reason,
+            }
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> Plan:
+        values = json.loads(text)
+        return cls(Config.from_toml(values.pop("config")), **values)
+
+
 def train(
     config: Config | None = None,
     *,
@@ -65,98 +98,147 @@ def train(
     """
     config = config or load_config()
     backend = select_backend(config.train.backend)  # before anything imports Keras
-    processes = join(cluster)
-    run = processes.run(Run(config.run_dir))
+    team = join(cluster)
+    run = team.open_run(config.run_dir)
 
-    # Prepare the run folder: finished runs are kept, interrupted ones resumed (process 0
-    # decides, and every process trains what it decided).
-    state = run.state()
-    if overwrite:
-        run.remove()
-        state = RunState()
-    decided = processes.agree(functools.partial(_decide, config, run, state, processes))
-    if not decided:
+    # Decide: a finished run is kept, an interrupted one resumed (process 0 decides, and every
+    # process trains what it decided).
+    plan = team.agree(
+        lambda: _decide(config, run, team, overwrite=overwrite),
+        encode=Plan.to_text,
+        decode=Plan.from_text,
+    )
+    if plan is None:
         log.info("%s is already finished; nothing to do (use --overwrite to train again)", run.dir)
         return load_result(run.dir)
-    resuming = state.running
-    precision_reason = (
-        auto_precision()[1] if config.train.precision == "auto" else "set in the configuration"
-    )
-    config = Config().replace(**tomllib.loads(decided))
-    log.info(
-        "Keras backend: %s; precision: %s (%s)", backend, config.train.precision, precision_reason
-    )
-    log.info("configuration:\n%s", config.to_toml().rstrip())
+    _log_plan(plan, backend)
     run.check_writable()  # a read-only or full disk fails here, before any work
 
-    # Prepare the data.
-    splits = _prepare_data(config)
+    splits = _prepare_data(plan.config)
+    model = build_training_model(
+        plan.config, splits, init_filters=plan.first_epoch == 0, processes=team
+    )
+    state = _start_run(run, plan, splits, model, backend, team)
+    own, checkpoint = make_callbacks(plan.config, run, has_validation=len(splits.x_val) > 0)
+    fitted = _fit(model, plan, splits, [*own, *callbacks], team, state)
+    team.finish()
+    if not team.writes:  # the run folder is process 0's; this one keeps its model in memory
+        return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
+    return _save(run, state, checkpoint)
 
-    # Build and compile the model.
-    keras = _keras()
-    from cnnlab.models import summary_text
 
-    processes.check_batch_size(config.train.batch_size)
-    # A resumed run restores every variable from the last finished epoch (TrainingState); one
+def _decide(config: Config, run: Run, team: Processes, *, overwrite: bool = False) -> Plan | None:
+    """What to train, as process 0 sees the run folder (after removing it, if `overwrite`):
+    None when the run is finished already; else a new run's resolved config, or an
+    interrupted run's own (then only with the same settings, and in one process)."""
+    if overwrite:
+        run.remove()
+    state = run.state()
+    if state.finished:
+        return None
+    reason = auto_precision()[1] if config.train.precision == "auto" else Plan.precision_reason
+    if not state.running:
+        return Plan(resolve_defaults(config), precision_reason=reason)
+    if team.count > 1:
+        raise RunError(
+            f"{run.dir} was interrupted; resuming is not supported with several processes: "
+            "add --overwrite to start over"
+        )
+    # The backup holds every variable after the last finished epoch (TrainingState); a run
     # killed before its first epoch ended starts as a new one would.
-    from cnnlab.callbacks import TrainingState
+    finished = TrainingState.finished_epochs(run.state_backup)
+    return Plan(_same_config_or_fail(config, run), True, finished, precision_reason=reason)
 
-    finished = TrainingState.finished_epochs(run.state_backup) if resuming else 0
-    model = build_training_model(config, splits, init_filters=finished == 0, processes=processes)
 
+def _log_plan(plan: Plan, backend: str) -> None:
+    train = plan.config.train
+    log.info(
+        "Keras backend: %s; precision: %s (%s)", backend, train.precision, plan.precision_reason
+    )
+    log.info("configuration:\n%s", plan.config.to_toml().rstrip())
+
+
+def _prepare_data(config: Config) -> Splits:
+    dataset = load_dataset(
+        config.data.dataset, config.data.data_dir or None, download=config.data.download
+    )
+    return prepare(
+        dataset,
+        validation_split=config.data.validation_split,
+        seed=config.train.seed,
+        limit=config.data.limit or None,
+    )
+
+
+def _start_run(
+    run: Run, plan: Plan, splits: Splits, model: keras.Model, backend: str, team: Processes
+) -> RunState:
+    """Create the run folder and say what runs there: config.toml and run.json ("running")
+    for a new run, whose state is returned (a resumed run keeps its own), and summary.txt."""
     run.make_dir()
-    if not resuming:
-        from cnnlab._cpu import cpu_info
-
-        run.write_config(config)
+    if plan.resuming:
+        state = run.state()
+    else:
         state = RunState(
             status="running",
             cnnlab_version=__version__,
-            keras_version=keras.__version__,
+            keras_version=_keras().__version__,
             backend=backend,
             cpu=cpu_info().to_dict(),
-            precision={"policy": config.train.precision, "reason": precision_reason},
-            dataset=config.data.dataset,
+            precision={"policy": plan.config.train.precision, "reason": plan.precision_reason},
+            dataset=plan.config.data.dataset,
             class_names=list(splits.class_names),
             input_shape=list(splits.input_shape),
             train_images=len(splits.x_train),
             validation_images=len(splits.x_val),
         )
-        if processes.parallel:
-            state.extra["data_parallel"] = processes.describe()
+        if team.describe():
+            state.extra["data_parallel"] = team.describe()
+        run.write_config(plan.config)
         run.write_state(state)
     run.write_summary(summary_text(model))
+    return state
 
-    # Train.
-    own, checkpoint = make_callbacks(config, run, has_validation=len(splits.x_val) > 0)
-    from cnnlab.pipeline import make_dataset
 
-    batch = config.train.batch_size
+def _fit(
+    model: keras.Model,
+    plan: Plan,
+    splits: Splits,
+    callbacks: list[Any],
+    team: Processes,
+    state: RunState,
+) -> Any:
+    """Train from `plan.first_epoch` on, each process on its shard of every batch; the time it
+    takes is added to `state.train_seconds`. Returns Keras' History."""
+    train = plan.config.train
     train_data = make_dataset(
         splits.x_train,
         splits.y_train,
-        batch,
+        train.batch_size,
         shuffle=True,
-        seed=config.train.seed,
-        skip_epochs=finished,
+        seed=train.seed,
+        skip_epochs=plan.first_epoch,
     )
-    val_data = make_dataset(splits.x_val, splits.y_val, batch) if len(splits.x_val) else None
+    val_data = (
+        make_dataset(splits.x_val, splits.y_val, train.batch_size) if len(splits.x_val) else None
+    )
     started = time.perf_counter()
     fitted = model.fit(
-        processes.shard(train_data),
-        validation_data=processes.shard(val_data) if val_data is not None else None,
-        epochs=config.train.epochs,
-        initial_epoch=finished,
-        callbacks=processes.keep_callbacks([*own, *callbacks]),
+        team.shard(train_data),
+        validation_data=team.shard(val_data),
+        epochs=train.epochs,
+        initial_epoch=plan.first_epoch,
+        callbacks=team.choose_callbacks(callbacks),
         shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=1 if _is_terminal(sys.stdout) else 2,
     )
     state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
-    leave(processes)
-    if not processes.writes:  # the run folder is process 0's; this one keeps its model in memory
-        return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
+    return fitted
 
-    # Save: the best checkpoint is the run's model; the backup is no longer needed.
+
+def _save(run: Run, state: RunState, checkpoint: Any) -> TrainResult:
+    """Finish the run folder: the best checkpoint is the run's model, history.csv is rewritten
+    clean, run.json says "finished" with the best epoch; the backup is no longer needed."""
     if not run.model_file.is_file():
         raise RunError(
             f"{run.dir}: training produced no usable model (the loss became NaN before any "
@@ -164,7 +246,7 @@ def train(
         )
     history = run.history()
     run.write_history(history)
-    best = _best_row(history, checkpoint.monitor, checkpoint.tie_breaker or "val_loss")
+    best = best_row(history, checkpoint.monitor, checkpoint.tie_breaker)
     state.status = "finished"
     state.epochs_run = len(history)
     state.best_epoch = None if best is None else int(best["epoch"]) + 1
@@ -180,21 +262,6 @@ def train(
         run.model_file,
     )
     return TrainResult(run_dir=run.dir, model=best_model, history=history, state=state)
-
-
-def _decide(config: Config, run: Run, state: RunState, processes: Processes) -> str:
-    """What to train, as process 0 sees the run folder: the resolved config as TOML, or ""
-    when the run is finished already."""
-    if state.finished:
-        return ""
-    if not state.running:
-        return resolve_defaults(config).to_toml()
-    if processes.count > 1:
-        raise RunError(
-            f"{run.dir} was interrupted; resuming is not supported with several processes: "
-            "add --overwrite to start over"
-        )
-    return _same_config_or_fail(config, run).to_toml()
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -221,11 +288,8 @@ def build_training_model(
     the first-layer initialisation (unless resuming, when the backup has the kernels), and
     replicas on every device of `processes`."""
     keras = _keras()
-    from cnnlab.kernels import init_first_conv
-    from cnnlab.models import build_model
-
     keras.backend.clear_session()
-    processes.distribute()  # after clear_session, which forgets the distribution
+    processes.distribute(config.train.batch_size)  # after clear_session, which forgets it
     keras.utils.set_random_seed(config.train.seed)
     with dtype_policy(config.train.precision):
         model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
@@ -249,38 +313,22 @@ def compile_model(model: keras.Model, train: TrainConfig) -> None:
     )
 
 
-def _prepare_data(config: Config) -> Splits:
-    from cnnlab.data import load_dataset, prepare
-
-    dataset = load_dataset(
-        config.data.dataset, config.data.data_dir or None, download=config.data.download
-    )
-    return prepare(
-        dataset,
-        validation_split=config.data.validation_split,
-        seed=config.train.seed,
-        limit=config.data.limit or None,
-    )
-
-
 def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[list[Any], Any]:
     """The callbacks that control training, in the order they must run at an epoch's end."""
     keras = _keras()
-    from cnnlab.callbacks import BestModelCheckpoint, EpochTimer, TargetReached, TrainingState
-
     train = config.train
     monitor = recorded_monitor(train.monitor, has_validation=has_validation)
     # The seed recipe keeps the last epoch's model, as the notes do; the others keep the best.
     keep_best = train.recipe != "seed"
     tie_breaker = "val_loss" if has_validation else "loss"
     previous = run.history()
-    best_row = _best_row(previous, monitor, tie_breaker) if keep_best else None
+    kept = best_row(previous, monitor, tie_breaker) if keep_best else None
     checkpoint = BestModelCheckpoint(
         run.model_file,
         monitor=monitor if keep_best else None,
-        initial_best=None if best_row is None else best_row[monitor],
+        initial_best=None if kept is None else kept[monitor],
         tie_breaker=tie_breaker,
-        initial_tie=math.inf if best_row is None else best_row.get(tie_breaker, math.inf),
+        initial_tie=math.inf if kept is None else kept.get(tie_breaker, math.inf),
     )
     callbacks: list[Any] = [EpochTimer(), keras.callbacks.TerminateOnNaN()]
     if train.target_accuracy:
@@ -339,18 +387,6 @@ def learning_rate_schedule(train: TrainConfig) -> Callable[[int], float] | None:
     return None
 
 
-def _best_row(
-    history: History, monitor: str | None, tie_breaker: str = "val_loss"
-) -> dict[str, float] | None:
-    """The epoch the checkpoint kept: best `monitor`, ties to the lowest `tie_breaker`."""
-    if not history:
-        return None
-    if monitor is None or monitor not in history[0]:
-        return history[-1]
-    sign = 1.0 if mode_for(monitor) == "max" else -1.0
-    return max(history, key=lambda row: (sign * row[monitor], -row.get(tie_breaker, math.inf)))
-
-
 def resolve_defaults(config: Config) -> Config:
     """Turn "choose for me" settings into the concrete values that config.toml records.
 
@@ -379,7 +415,7 @@ def _same_config_or_fail(config: Config, run: Run) -> Config:
     """An interrupted run resumes only with the configuration it started with."""
     saved = run.config()
     if saved.train.backend == "auto":  # written before cnnlab recorded the backend: TensorFlow
-        saved = saved.replace(train={"backend": "tensorflow"})
+        saved = saved.replace(train={"backend": DEFAULT_BACKEND})
     adopted = {
         key: getattr(saved.train, key)
         for key, unresolved in (("seed", -1), ("precision", "auto"), ("steps_per_execution", 0))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cnnlab.errors import CnnlabError
+from cnnlab.monitoring import best_row
 from cnnlab.visualize.history import best_epoch, epoch_numbers, plot_history
 
 
@@ -53,3 +54,24 @@ def test_single_epoch(fake_history, check_png):
 def test_empty_history_is_a_user_error():
     with pytest.raises(CnnlabError, match="empty"):
         plot_history([])
+
+
+def test_a_tie_on_the_monitor_marks_the_epoch_run_json_names(fake_history):
+    # Epochs 2 and 4 share the best val_accuracy; the lower val_loss (epoch 4) decides, as in
+    # training's checkpoint and run.json. The plot used to mark the first of the two.
+    tied = [
+        {**row, "val_accuracy": 0.88 if row["epoch"] in (1.0, 3.0) else 0.8} for row in fake_history
+    ]
+    kept = best_row(tied, "val_accuracy")
+    assert kept is not None and kept["epoch"] == 3.0
+    assert best_epoch(tied, "val_accuracy") == 4
+    assert _annotations(plot_history(tied)) == ["best epoch 4\nval_accuracy = 0.8800"]
+
+
+def test_the_plot_marks_the_epoch_it_is_given(fake_history):
+    # A seed-recipe run keeps its last epoch whatever the monitor says; run.json names it.
+    fig = plot_history(fake_history, monitor="val_accuracy", best=5)
+    assert _annotations(fig) == ["best epoch 5\nval_accuracy = 0.8600"]
+    assert _annotations(plot_history(fake_history, best=None)) == [
+        "best epoch 4\nval_accuracy = 0.8800"
+    ]

@@ -1,4 +1,5 @@
-"""The benchmark's own callback, in a module of its own because it needs Keras at import."""
+"""The benchmark's own callback (a `cnnlab.callbacks.KerasCallback`: importing it imports no
+Keras)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab._backend import keras as _keras
-
-_Callback: Any = _keras().callbacks.Callback
+from cnnlab.callbacks import KerasCallback
 
 
-class StopAtTestAccuracy(_Callback):
+class StopAtTestAccuracy(KerasCallback):
     """Stop training once test accuracy reaches `target`, timing training without the tests.
 
     After each epoch the model predicts the test set; `epochs` records, per epoch, the seconds

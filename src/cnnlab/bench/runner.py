@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab._backend import PRECISION_ENV
+from cnnlab._backend import PRECISION_ENV, requested_backend
 from cnnlab.bench.flops import CONVENTION, TRAIN_TO_FORWARD
 from cnnlab.errors import CnnlabError
 
@@ -285,7 +285,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": info.model,
         "cpu_instruction_sets": list(info.instruction_sets),
         "architecture": info.machine,
-        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "keras_backend": requested_backend(os.environ),
         "cores": _cores(),
         "memory_gib": _memory_gib(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cnnlab.errors import CnnlabError, RunError
-from cnnlab.monitoring import lower_is_better, recorded_monitor
+from cnnlab.monitoring import best_row, lower_is_better, recorded_monitor
 from cnnlab.visualize._common import figure
 
 if TYPE_CHECKING:
@@ -30,19 +30,15 @@ MAX_EPOCH_TICKS = 10
 
 
 def best_epoch(history: History, monitor: str = "val_accuracy") -> int | None:
-    """The 1-based epoch where `monitor` is best (lowest for losses, highest otherwise).
+    """The 1-based epoch training keeps by `monitor` (`cnnlab.monitoring.best_row`: the best
+    value, ties to the lowest validation loss), as run.json's `best_epoch` names it.
 
     None when no epoch recorded `monitor` (e.g. `val_accuracy` for a run without validation).
     """
-    scored = [
-        (value, epoch)
-        for epoch, row in zip(epoch_numbers(history), history, strict=True)
-        if not math.isnan(value := row.get(monitor, math.nan))
-    ]
-    if not scored:
+    row = best_row(history, monitor)
+    if row is None:
         return None
-    pick = min if lower_is_better(monitor) else max
-    return pick(scored, key=lambda pair: pair[0])[1]
+    return epoch_numbers(history)[next(i for i, r in enumerate(history) if r is row)]
 
 
 def epoch_numbers(history: History) -> list[int]:
@@ -54,26 +50,34 @@ def epoch_numbers(history: History) -> list[int]:
 
 
 def plot_run_history(run: Run) -> Figure:
-    """A run's history.csv plotted, its best epoch chosen by the metric its config.toml
-    monitored; RunError for a run without history. `cnnlab visualize history` and the
-    server's history picture both draw it here."""
+    """A run's history.csv plotted with the epoch its run.json names as best (the seed recipe
+    keeps its last), or, before run.json knows, the one its config.toml's monitor picks;
+    RunError for a run without history. `cnnlab visualize history` and the server's history
+    picture both draw it here."""
     history = run.history()
     if not history:
         raise RunError(f"{run.dir}: no training history (history.csv) yet; train the run first")
-    return plot_history(history, monitor=run.monitor())
+    best = run.state().best_epoch if run.state_file.is_file() else None
+    return plot_history(history, monitor=run.monitor(), best=best)
 
 
-def plot_history(history: History, *, monitor: str = "val_accuracy") -> Figure:
+def plot_history(
+    history: History, *, monitor: str = "val_accuracy", best: int | None = None
+) -> Figure:
     """Loss and accuracy per epoch, training vs validation, with the best epoch marked.
 
-    Without validation columns (the seed recipe) a `val_` monitor falls back to its training
-    metric, so the best epoch is still marked, and the annotation says which metric chose it.
+    `best`: the 1-based epoch to mark, as run.json's `best_epoch` names it (a run of the seed
+    recipe keeps its last epoch); by default the one training keeps by `monitor`
+    (`best_epoch`). Without validation columns (the seed recipe) a `val_` monitor falls back
+    to its training metric, so the best epoch is still marked, and the annotation says which
+    metric chose it.
     """
     if not history:
         raise CnnlabError("the training history is empty; train the model first (`cnnlab train`)")
     monitor = recorded_monitor(monitor, has_validation=any(monitor in row for row in history))
     epochs = epoch_numbers(history)
-    best = best_epoch(history, monitor)
+    if best not in epochs:
+        best = best_epoch(history, monitor)
 
     fig = figure()
     fig.set_size_inches(11, 4.2)
@@ -113,7 +117,9 @@ def _plot_metric(ax: Axes, history: History, epochs: list[int], metric: str) -> 
 
 def _annotate_best(ax: Axes, history: History, epochs: list[int], best: int, monitor: str) -> None:
     """Write the best epoch and its monitored value next to the marker line."""
-    value = history[epochs.index(best)][monitor]
+    value = history[epochs.index(best)].get(monitor)
+    if value is None:
+        return  # the marked epoch did not record `monitor`: the line alone says which it is
     ax.annotate(
         f"best epoch {best}\n{monitor} = {value:.4f}",
         xy=(best, value),
