@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.models import LayerSpec
+from cnnlab.model.builder import LayerSpec
 
 VARIANTS = ("Keras layers", "cnnlab layers", "no augmentation")
 
@@ -118,7 +118,7 @@ def _measure(args: argparse.Namespace) -> dict[str, object]:
     """Time the three variants on this process's backend (KERAS_BACKEND)."""
     from cnnlab._backend import dtype_policy, fastest_precision
     from cnnlab._backend import keras as _keras
-    from cnnlab.models import build_model, load_architecture  # after KERAS_BACKEND is set
+    from cnnlab.model.builder import build_model, load_architecture  # after KERAS_BACKEND is set
 
     keras = _keras()
     precision = fastest_precision() if args.precision == "auto" else args.precision

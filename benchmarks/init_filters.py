@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cnnlab.config import INIT_FILTERS, load_config
 from cnnlab.evaluation import evaluate
-from cnnlab.training import train
+from cnnlab.training.trainer import train
 
 
 def main() -> None:

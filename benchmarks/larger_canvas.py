@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help="where the dataset files are")
     args = parser.parse_args()
 
-    from cnnlab.inference import load_predictor
+    from cnnlab.prediction.inference import load_predictor
     from cnnlab.runs import Run
 
     # each canvas size traces the model anew; TensorFlow's warning about it is expected here

@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["png", "json", "photo"],
         default="png",
         help="a 28x28 PNG upload, JSON pixels, or a 320x320 JPEG photo of a test garment "
-        "(object finding and five framings: cnnlab.photoset)",
+        "(object finding and five framings: photoset)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -248,8 +248,9 @@ def make_bodies(kind: str) -> list[Upload] | list[list[list[float]]]:
 
 
 def make_photos(rng: np.random.Generator) -> list[Upload]:
+    from photoset import CONDITIONS, make_photo
+
     from cnnlab.data import load_dataset
-    from cnnlab.photoset import CONDITIONS, make_photo
 
     test = load_dataset("fashion_mnist").x_test
     conditions = list(CONDITIONS)

@@ -1,6 +1,6 @@
 """Accuracy on photo-like pictures: a seeded set made from the 10,000 Fashion-MNIST test images.
 
-Every condition of `cnnlab.photoset` (sensor noise, JPEG artefacts, paper, fabric and wood-grain
+Every condition of `photoset` (sensor noise, JPEG artefacts, paper, fabric and wood-grain
 backgrounds, a gradient or vignette, a shadow, dust, a second object, a coloured background, a
 light garment on a dark one, a garment cut by the edge, a tilted garment, low contrast) at each
 severity, plus a clean background: each picture is a distinct test image drawn at a random size
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from photoset import CONDITIONS, make_photo
 
-from cnnlab.photoset import CONDITIONS, make_photo
-from cnnlab.preprocess import BORDER_FINDER, Finder, prepare_image
+from cnnlab.prediction.preprocess import BORDER_FINDER, Finder, prepare_image
 
 BOX_TOLERANCE = 8  # pixels: a found box whose every side is this close counts as right
 BATCH = 200
@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnlab.data import load_dataset
-    from cnnlab.inference import load_predictor
+    from cnnlab.prediction.inference import load_predictor
 
     predictor = load_predictor(args.run)
     data = load_dataset("fashion_mnist", args.data_dir)
@@ -128,7 +128,7 @@ def _write_photos(
 
 def _measure(predictor: object, cell: Cell) -> tuple[Cell, float, float]:
     """Accuracy and right-box rate of `cnnlab predict`'s path on one cell's files."""
-    from cnnlab.prediction import Predictor
+    from cnnlab.prediction.predictor import Predictor
 
     assert isinstance(predictor, Predictor)
     names = predictor.class_names
@@ -197,7 +197,7 @@ def _wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
 def _compare(predictor: object, cells: list[Cell], per_cell: int) -> None:
     """The candidate methods on the same files: accuracy per condition (severities pooled),
     each predicted over its framings as `cnnlab predict` does, and the default without them."""
-    from cnnlab.inference import Predictor
+    from cnnlab.prediction.inference import Predictor
 
     assert isinstance(predictor, Predictor)
     conditions = list(dict.fromkeys(cell.condition for cell in cells))

@@ -106,6 +106,7 @@ from cnnlab.visualize.convpool import convolve2d, max_pool
 assert np.array_equal(convolve2d(array, vertical_edge), by_hand)
 
 import keras
+
 conv = keras.layers.Conv2D(1, 3, use_bias=False)
 conv.build((None, 6, 6, 1))
 conv.set_weights([vertical_edge[:, :, None, None]])
@@ -143,7 +144,7 @@ show(plot_convpool(splits.x_test[0]))
 # are the three starting points side by side:
 
 # %%
-from cnnlab.kernels import init_first_conv
+from cnnlab.model.kernels import init_first_conv
 from cnnlab.visualize.filters import plot_filter_sets
 
 starting_points = {}
@@ -161,7 +162,7 @@ show(plot_filter_sets(starting_points))
 # model is data (`src/cnnlab/architectures/basic_cnn.toml`), built into the same Keras model:
 
 # %%
-from cnnlab.models import summary_text
+from cnnlab.model.builder import summary_text
 
 model = cnnlab.build_model("basic_cnn", splits.input_shape, len(splits.class_names))
 print(summary_text(model))
@@ -175,7 +176,7 @@ assert model.count_params() == 73_834
 # halves (rounding down). `cnnlab summary --explain` does it for every layer:
 
 # %%
-from cnnlab.explain import format_explanation
+from cnnlab.model.explain import format_explanation
 
 print(format_explanation(model))
 
@@ -315,12 +316,17 @@ display(drawing)
 # %% [markdown]
 # Then a photo-like picture: a test image of an ankle boot, dark on a wood-grain table lit
 # unevenly, off-centre on a 320x320 JPEG, as a phone photo of clothing looks
-# (`cnnlab.photoset` makes such pictures, with the garment's true box, for the photo benchmark).
+# (`benchmarks/photoset.py` makes such pictures, with the garment's true box, for the photo benchmark).
 
 # %%
 import io
+import sys
+from pathlib import Path
 
-from cnnlab.photoset import make_photo
+# The photo generator is a benchmark helper beside this repository's benchmarks, not part of
+# the installed library.
+sys.path.insert(0, str(Path(cnnlab.__file__).resolve().parents[2] / "benchmarks"))
+from photoset import make_photo  # noqa: E402
 
 boot = (splits.x_test[splits.y_test.ravel() == 9][0, :, :, 0] * 255).astype(np.uint8)
 shot = make_photo(boot, "wood", 1, np.random.default_rng(0))
@@ -336,7 +342,7 @@ display(photo)
 # (`cnnlab visualize preprocess IMAGE` draws the same).
 
 # %%
-from cnnlab.preprocess import preprocess_steps
+from cnnlab.prediction.preprocess import preprocess_steps
 from cnnlab.visualize.preprocess import plot_preprocess
 
 steps = preprocess_steps(photo)

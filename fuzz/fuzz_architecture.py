@@ -7,7 +7,7 @@ import atheris
 from _harness import as_file, expect_loads_or_refuses, main
 
 with atheris.instrument_imports():
-    from cnnlab.models import load_architecture
+    from cnnlab.model.builder import load_architecture
 
 
 def test_one_input(data: bytes) -> None:

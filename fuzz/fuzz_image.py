@@ -7,7 +7,7 @@ import atheris
 from _harness import expect_loads_or_refuses, main
 
 with atheris.instrument_imports():
-    from cnnlab.preprocess import prepare_image, prepare_whole_image
+    from cnnlab.prediction.preprocess import prepare_image, prepare_whole_image
 
 
 def test_one_input(data: bytes) -> None:

@@ -70,7 +70,7 @@ def main(work: Path, kinds: list[str]) -> dict[str, object]:
         errors = [line for line in err.splitlines() if line.startswith("cnnlab: error")]
         report["export_onnx"] = [code, errors]
         if code == 0:
-            from cnnlab.inference import load_predictor
+            from cnnlab.prediction.inference import load_predictor
 
             onnx = load_predictor(work / "export" / "model.onnx").predict([image])[0]
             report["export_onnx_predicted"] = onnx.label

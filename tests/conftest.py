@@ -67,7 +67,7 @@ def tiny_config() -> Callable[..., Config]:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_npz: Path, tiny_arch: Path) -> Path:
     """A finished run folder of the tiny model (shared: tests must not modify it)."""
-    from cnnlab.training import train
+    from cnnlab.training.trainer import train
 
     runs = tmp_path_factory.mktemp("runs")
     result = train(make_tiny_config(runs, tiny_npz, tiny_arch, epochs=4))

@@ -2,7 +2,7 @@
 
     python distributed_worker.py NPZ ARCH RUNS_DIR WEIGHTS_PREFIX BATCH
 
-It joins the processes the `CNNLAB_*` variables name (as `cnnlab.distributed.launch` sets
+It joins the processes the `CNNLAB_*` variables name (as `cnnlab.training.distributed.launch` sets
 them), or trains alone without them. Run with KERAS_BACKEND=jax. The final weights go to
 WEIGHTS_PREFIX<process>.npz, written by this script: cnnlab's process 0 alone writes the run
 folder, so this is how a test sees what the other processes ended with.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from conftest import make_tiny_config
 
-from cnnlab.distributed import cluster_from
-from cnnlab.training import train
+from cnnlab.training.distributed import cluster_from
+from cnnlab.training.trainer import train
 
 
 def main(argv: list[str]) -> None:

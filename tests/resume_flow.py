@@ -21,7 +21,7 @@ from conftest import make_tiny_config
 from synthetic import TINY_ARCH, write_tiny_npz
 from test_fault_injection import KILLER, _metrics
 
-from cnnlab.training import train
+from cnnlab.training.trainer import train
 
 SETTINGS = {"epochs": 4, "patience": 2, "monitor": "val_loss", "lr_decay": 0.7, "batch_size": 16}
 KILLS = [("mid-epoch", 1, 5), ("state", 2, 0), ("mid-epoch", 3, 3)]

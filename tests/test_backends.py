@@ -1,5 +1,6 @@
 """The backend matrix: train, evaluate, predict, visualize, export and serve on each Keras backend,
-and exact resume after kills on jax and torch (TensorFlow's is tests/test_fault_injection.py).
+and exact resume after kills on jax and torch (TensorFlow's is
+tests/training/test_fault_injection.py).
 
 Keras reads KERAS_BACKEND once, at its first import, so each backend runs `backend_flow.py` (and
 `resume_flow.py`) in its own process; the processes of one fixture start together and each test

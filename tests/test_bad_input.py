@@ -37,10 +37,10 @@ from PIL import Image
 from cnnlab._backend import keras as _keras
 from cnnlab.config import Config, load_config
 from cnnlab.data.idx import content_sha256, read_idx, read_idx_header
+from cnnlab.data.images import load_image
 from cnnlab.errors import CnnlabError, ConfigError, DataError, ImageError
-from cnnlab.images import load_image
-from cnnlab.models import Architecture, build_model, load_architecture, parse_architecture
-from cnnlab.preprocess import prepare_image, prepare_whole_image
+from cnnlab.model.builder import Architecture, build_model, load_architecture, parse_architecture
+from cnnlab.prediction.preprocess import prepare_image, prepare_whole_image
 
 EXAMPLES = int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(

@@ -120,7 +120,7 @@ def test_steps_per_execution_follows_the_backend(
     given: int,
     expected: int,
 ) -> None:
-    from cnnlab import training
+    import cnnlab.training.trainer as training
 
     monkeypatch.setattr(training, "select_backend", lambda name: backend)
     overrides = {"train.steps_per_execution": given, "train.seed": 1, "train.precision": "float32"}

@@ -16,9 +16,9 @@ from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.evaluation import evaluate
-from cnnlab.inference import load_predictor
+from cnnlab.prediction.inference import load_predictor
 from cnnlab.runs import Run
-from cnnlab.training import train
+from cnnlab.training.trainer import train
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -88,7 +88,7 @@ def test_predicts_real_images_saved_as_files(
 
 
 def test_predicts_photo_like_pictures_of_real_test_images(real_run: Path, tmp_path: Path) -> None:
-    from cnnlab.photoset import CONDITIONS, make_photo
+    from photoset import CONDITIONS, make_photo
 
     data = load_dataset("fashion_mnist", SYSTEM, download=False)
     predictor = load_predictor(real_run)

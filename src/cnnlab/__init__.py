@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cnnlab._version import __version__
 
 _EXPORTS = {
     "Config": "cnnlab.config",
@@ -17,19 +17,19 @@ _EXPORTS = {
     "CnnlabError": "cnnlab.errors",
     "load_dataset": "cnnlab.data",
     "prepare": "cnnlab.data",
-    "load_architecture": "cnnlab.models",
-    "build_model": "cnnlab.models",
-    "train": "cnnlab.training",
+    "load_architecture": "cnnlab.model.builder",
+    "build_model": "cnnlab.model.builder",
+    "train": "cnnlab.training.trainer",
     "load_model": "cnnlab.runs",
     "evaluate": "cnnlab.evaluation",
-    "predict": "cnnlab.inference",
-    "load_predictor": "cnnlab.inference",
-    "Predictor": "cnnlab.prediction",
-    "Prediction": "cnnlab.prediction",
+    "predict": "cnnlab.prediction.inference",
+    "load_predictor": "cnnlab.prediction.inference",
+    "Predictor": "cnnlab.prediction.predictor",
+    "Prediction": "cnnlab.prediction.predictor",
     "Run": "cnnlab.runs",
-    "to_model_input": "cnnlab.preprocess",
-    "TargetReached": "cnnlab.callbacks",
-    "BestModelCheckpoint": "cnnlab.callbacks",
+    "to_model_input": "cnnlab.prediction.preprocess",
+    "TargetReached": "cnnlab.training.callbacks",
+    "BestModelCheckpoint": "cnnlab.training.callbacks",
 }
 
 __all__ = [
@@ -55,17 +55,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from cnnlab.callbacks import BestModelCheckpoint, TargetReached
     from cnnlab.config import Config, load_config
     from cnnlab.data import load_dataset, prepare
     from cnnlab.errors import CnnlabError
     from cnnlab.evaluation import evaluate
-    from cnnlab.inference import load_predictor, predict
-    from cnnlab.models import build_model, load_architecture
-    from cnnlab.prediction import Prediction, Predictor
-    from cnnlab.preprocess import to_model_input
+    from cnnlab.model.builder import build_model, load_architecture
+    from cnnlab.prediction.inference import load_predictor, predict
+    from cnnlab.prediction.predictor import Prediction, Predictor
+    from cnnlab.prediction.preprocess import to_model_input
     from cnnlab.runs import Run, load_model
-    from cnnlab.training import train
+    from cnnlab.training.callbacks import BestModelCheckpoint, TargetReached
+    from cnnlab.training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnlab import __version__
+from cnnlab._version import __version__
 from cnnlab.config import PRECISIONS
 from cnnlab.errors import CnnlabError
 from cnnlab.visualize.render import KINDS
@@ -490,7 +490,7 @@ def _data_info(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from cnnlab.models import summary_text
+    from cnnlab.model.builder import summary_text
     from cnnlab.runs import model_or_architecture
 
     try:
@@ -502,7 +502,7 @@ def _summary(args: argparse.Namespace) -> int:
     model = model_or_architecture(args.model, shape, args.num_classes, unsafe=args.unsafe)
     print(summary_text(model), end="")
     if args.explain:
-        from cnnlab.explain import format_explanation
+        from cnnlab.model.explain import format_explanation
 
         print()
         print(format_explanation(model))
@@ -517,7 +517,7 @@ def _preset_names() -> list[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
-    from cnnlab.training import train
+    from cnnlab.training.trainer import train
 
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     config = load_config(
@@ -540,7 +540,7 @@ def _train(args: argparse.Namespace) -> int:
 def _launch_processes(args: argparse.Namespace, backend: str) -> int:
     """`--processes N`: the same command as N processes joined on 127.0.0.1, on `backend`
     (the configuration's; "auto": $KERAS_BACKEND's)."""
-    from cnnlab.distributed import launch
+    from cnnlab.training.distributed import launch
 
     if args.coordinator or args.num_processes is not None or args.process_id is not None:
         raise CnnlabError("--processes starts its own processes; leave out --coordinator")
@@ -549,7 +549,7 @@ def _launch_processes(args: argparse.Namespace, backend: str) -> int:
 
 def _cluster(args: argparse.Namespace) -> Any:
     """The cluster the data-parallel flags and environment name (None: one process)."""
-    from cnnlab.distributed import cluster_from
+    from cnnlab.training.distributed import cluster_from
 
     cluster = cluster_from(
         coordinator=args.coordinator,
@@ -577,7 +577,7 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from cnnlab.sweep import format_table, load_sweep, require_ray, run_sweep
+    from cnnlab.training.sweep import format_table, load_sweep, require_ray, run_sweep
 
     require_ray()  # before the file: without Ray, nothing else matters
     sweep = load_sweep(args.file, out=args.out)
@@ -601,7 +601,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cnnlab.inference import load_predictor
+    from cnnlab.prediction.inference import load_predictor
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")

@@ -1,9 +1,9 @@
 """Every setting of a run in one place: recipe defaults, then a TOML file, then command-line flags.
 
-A `Config` is frozen. Some settings may still say "choose for me" (`train.seed = -1`,
-`precision`, `backend` and `steps_per_execution` "auto" or 0); training resolves them
-(`cnnlab.training.resolve_defaults`) before it writes `runs/<name>/config.toml`, so that file is
-exactly what ran, and loading it again re-runs it.
+A `Config` is frozen. Some settings may still say "choose for me" (`train.seed = -1`, `precision`,
+`backend` and `steps_per_execution` "auto" or 0); training resolves them
+(`cnnlab.training.trainer.resolve_defaults`) before it writes `runs/<name>/config.toml`, so that
+file is exactly what ran, and loading it again re-runs it.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab import __version__
 from cnnlab._io import atomic_path, atomic_write_text
+from cnnlab._version import __version__
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import ONNX_FILE, Run, sidecar_path
 
@@ -53,7 +53,7 @@ BACKEND_FORMATS = {
 INPUT_RANGE = (0.0, 1.0)
 PREPROCESSING = (
     "grayscale, light object on dark background, float32 in [0, 1], shaped like input_shape "
-    "(28x28x1 for Fashion-MNIST); see cnnlab.preprocess.to_model_input"
+    "(28x28x1 for Fashion-MNIST); see cnnlab.prediction.preprocess.to_model_input"
 )
 
 

@@ -354,7 +354,7 @@ class Run:
             )
             raise RunError(f"{path}: no model found; {hint}")
         keras = _keras()
-        from cnnlab.layers import custom_layers
+        from cnnlab.model.layers import custom_layers
 
         custom_layers()  # registers cnnlab's own layers, so models that use them load back
         try:
@@ -447,7 +447,7 @@ def model_or_architecture(
     path = Path(target)
     if path.is_dir() or path.suffix == ".keras":
         return Run.open(path).load_model(unsafe=unsafe)
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
 
     if input_shape is None or num_classes is None:
         return build_model(str(target))

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from photoset import make_photo
 from PIL import Image, ImageDraw
 
 from cnnlab.cli import main
-from cnnlab.inference import load_predictor
-from cnnlab.lite import OnnxPredictor
-from cnnlab.photoset import make_photo
-from cnnlab.prediction import Predictor
-from cnnlab.preprocess import FRAMINGS, prepare_image, to_model_input
+from cnnlab.prediction.inference import load_predictor
+from cnnlab.prediction.lite import OnnxPredictor
+from cnnlab.prediction.predictor import Predictor
+from cnnlab.prediction.preprocess import FRAMINGS, prepare_image, to_model_input
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

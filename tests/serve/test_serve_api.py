@@ -20,7 +20,7 @@ from PIL import Image
 from serve_helpers import LiveServer, png_bytes
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import load_predictor
+from cnnlab.prediction.inference import load_predictor
 from cnnlab.serve import create_app, inputs
 
 Images = list[tuple[str, np.ndarray]]

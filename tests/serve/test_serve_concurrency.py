@@ -7,10 +7,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+from photoset import make_photo
 from serve_helpers import LiveServer, png_bytes
 from synthetic import CLASS_NAMES, make_images
-
-from cnnlab.photoset import make_photo
 
 THREADS = 32
 ROUNDS = 3  # requests per image

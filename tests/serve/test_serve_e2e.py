@@ -162,9 +162,9 @@ def test_uploading_an_image_shows_its_class(
 
 def test_a_chosen_photo_shows_the_box_that_was_found(page: Page, tmp_path: Path) -> None:
     import numpy as np
+    from photoset import CANVAS, make_photo
 
-    from cnnlab.photoset import CANVAS, make_photo
-    from cnnlab.preprocess import prepare_image
+    from cnnlab.prediction.preprocess import prepare_image
 
     garment = np.zeros((28, 28), np.uint8)
     garment[3:25, 7:21] = 220  # a dress-like block, drawn off-centre on paper with a shadow

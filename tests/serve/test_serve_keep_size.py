@@ -11,9 +11,9 @@ import pytest
 from serve_helpers import png_bytes
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import KerasPredictor
-from cnnlab.models import build_model
-from cnnlab.preprocess import prepare_whole_image
+from cnnlab.model.builder import build_model
+from cnnlab.prediction.inference import KerasPredictor
+from cnnlab.prediction.preprocess import prepare_whole_image
 from cnnlab.serve import create_app
 
 with warnings.catch_warnings():

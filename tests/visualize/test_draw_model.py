@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models import build_model
+from cnnlab.model.builder import build_model
 from cnnlab.visualize.model import (
     BRANCHED_NOTE,
     FONT_SIZE,

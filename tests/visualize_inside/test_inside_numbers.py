@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab._backend import keras as _keras
 from cnnlab.errors import CnnlabError
-from cnnlab.kernels import CLASSIC_FILTERS
+from cnnlab.model.kernels import CLASSIC_FILTERS
 from cnnlab.visualize.convpool import convolve2d, max_pool
 from cnnlab.visualize.features import feature_maps
 from cnnlab.visualize.filters import conv_layers, pick_conv_layer
@@ -142,7 +142,7 @@ def test_importing_the_picture_modules_does_not_import_keras() -> None:
 
 def test_repeated_feature_maps_do_not_grow_the_model() -> None:
     """A server computes feature maps for every request: the layers must not gain a node each."""
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
     from cnnlab.visualize.features import feature_maps
 
     model = build_model("basic_cnn")

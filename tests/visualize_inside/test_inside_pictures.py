@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.kernels import CLASSIC_FILTERS, classic_kernel_stack, whitening_filters
+from cnnlab.model.kernels import CLASSIC_FILTERS, classic_kernel_stack, whitening_filters
 from cnnlab.visualize._common import save_png
 from cnnlab.visualize.convpool import plot_convpool
 from cnnlab.visualize.features import plot_features
@@ -40,7 +40,7 @@ def test_plot_filters(tiny_model, tmp_path: Path, layer) -> None:  # type: ignor
 
 
 def test_plot_filters_of_the_seed_model(tmp_path: Path) -> None:
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
 
     model = build_model("basic_cnn", (28, 28, 1), 10)
     fig = plot_filters(model, 1)
@@ -63,7 +63,7 @@ def test_plot_features(tiny_model, image, tmp_path: Path) -> None:  # type: igno
 
 
 def test_plot_features_of_the_seed_model(image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
 
     model = build_model("basic_cnn", (28, 28, 1), 10)
     fig = plot_features(model, image)

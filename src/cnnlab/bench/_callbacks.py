@@ -1,4 +1,5 @@
-"""The benchmark's own callback (a `cnnlab.callbacks.KerasCallback`: importing it imports no
+"""The benchmark's own callback (a `cnnlab.training.callbacks.KerasCallback`: importing it imports
+no
 Keras)."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.callbacks import KerasCallback
+from cnnlab.training.callbacks import KerasCallback
 
 
 class StopAtTestAccuracy(KerasCallback):

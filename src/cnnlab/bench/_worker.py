@@ -55,8 +55,8 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
     `compile_model` and the tf.data pipeline."""
     from cnnlab.bench.flops import forward_flops
     from cnnlab.config import load_config
-    from cnnlab.pipeline import make_dataset
-    from cnnlab.training import build_training_model, resolve_defaults
+    from cnnlab.data.pipeline import make_dataset
+    from cnnlab.training.trainer import build_training_model, resolve_defaults
 
     splits = _splits(args)
     x, y, warmup = splits.x_train, splits.y_train, args["warmup"]
@@ -87,7 +87,7 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
 def train_keras(args: dict[str, Any]) -> Result:
     """The seed notes' script: compile with the string 'adam', `fit` on numpy arrays."""
     from cnnlab._backend import keras as _keras
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
 
     splits = _splits(args)
     x, y, warmup = splits.x_train, splits.y_train, args["warmup"]
@@ -169,7 +169,7 @@ def time_to_accuracy(args: dict[str, Any]) -> Result:
     """Train a cnnlab recipe with `cnnlab.train` itself until test accuracy reaches the target."""
     from cnnlab.bench._callbacks import StopAtTestAccuracy
     from cnnlab.config import load_config
-    from cnnlab.training import train
+    from cnnlab.training.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as runs_dir:
         config = load_config(
@@ -219,7 +219,7 @@ def inference(args: dict[str, Any]) -> Result:
     if run is not None and run.model_file.is_file():
         model, origin = run.load_model(unsafe=bool(args.get("unsafe"))), str(run.model_file)
     else:
-        from cnnlab.models import build_model
+        from cnnlab.model.builder import build_model
 
         keras.utils.set_random_seed(SEED)
         model, origin = build_model("basic_cnn"), "the seed model, untrained"

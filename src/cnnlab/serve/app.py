@@ -24,11 +24,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from cnnlab import __version__
+from cnnlab._version import __version__
+from cnnlab.data.images import MAX_PIXELS
 from cnnlab.errors import CnnlabError, ImageError
-from cnnlab.images import MAX_PIXELS
-from cnnlab.inference import KerasPredictor
-from cnnlab.prediction import Prediction
+from cnnlab.prediction.inference import KerasPredictor
+from cnnlab.prediction.predictor import Prediction
 from cnnlab.serve import inputs
 from cnnlab.serve.limits import (
     DEFAULT_BODY_TIMEOUT_S,

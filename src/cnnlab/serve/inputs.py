@@ -24,8 +24,8 @@ from numpy.typing import NDArray
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cnnlab.data.images import MAX_PIXELS, TooManyPixels, check_unit_range, read_size
 from cnnlab.errors import ImageError
-from cnnlab.images import MAX_PIXELS, TooManyPixels, check_unit_range, read_size
 
 CHUNK_BYTES = 64 * 1024
 MULTIPART_ENVELOPE_BYTES = 64 * 1024
@@ -44,7 +44,8 @@ class ImageInput:
     image: bytes | NDArray[np.float32]
 
     def opened(self) -> BinaryIO | NDArray[np.float32]:
-        """What `cnnlab.preprocess` reads: a named file object, so its errors name the file."""
+        """What `cnnlab.prediction.preprocess` reads: a named file object, so its errors name the
+        file."""
         if isinstance(self.image, np.ndarray):
             return self.image
         buffer = io.BytesIO(self.image)
@@ -125,7 +126,7 @@ def format_bytes(size: int) -> str:
 
 def check_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse what is not an image (415) or declares too many pixels (413), decoding nothing:
-    `cnnlab.images.read_size`, whose errors are those decoding would give."""
+    `cnnlab.data.images.read_size`, whose errors are those decoding would give."""
     try:
         read_size(data, name, max_pixels)
     except TooManyPixels as exc:

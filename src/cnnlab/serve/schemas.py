@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from cnnlab import __version__
+from cnnlab._version import __version__
 
 # --- Response shapes (they document /docs) -------------------------------------------------
 
@@ -62,7 +62,7 @@ class FeaturesOut(BaseModel):
     prediction: PredictionOut
     input: Picture = Field(
         description="the preprocessed input the model received for the found box (a photo's "
-        "answer is the mean over it and its re-framings, cnnlab.preprocess.FRAMINGS)"
+        "answer is the mean over it and its re-framings, cnnlab.prediction.preprocess.FRAMINGS)"
     )
     pixels: list[list[float]] = Field(description="that input's values in [0, 1], row by row")
     layers: list[Picture] = Field(description="each conv and pooling layer's output")

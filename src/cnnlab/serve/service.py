@@ -1,14 +1,14 @@
 """The run behind the web page: its predictor, loaded once and shared by every request thread.
 
-FastAPI runs blocking work in a thread pool, so several requests can reach the model at once.
-The predictor is safe for that (`cnnlab.prediction.Predictor`): its `model_lock` is held around
-every model call, since Keras does not promise that one model may be called from several
-threads at once, and on a CPU concurrent calls would only compete for the cores. Preparing
-pictures holds no model lock: `cnnlab.images` serialises Pillow's decoding itself (its
-decompression-bomb guard is not thread-safe), and finding the object in a photo (NumPy and
-SciPy, which release the GIL) runs in parallel, about 1.7x faster on 2 cores than one at a
-time; a request prepares its picture while another one runs the model. This module adds the
-run's pictures and descriptions, with a lock of its own for the pictures drawn on first use.
+FastAPI runs blocking work in a thread pool, so several requests can reach the model at once. The
+predictor is safe for that (`cnnlab.prediction.predictor.Predictor`): its `model_lock` is held
+around every model call, since Keras does not promise that one model may be called from several
+threads at once, and on a CPU concurrent calls would only compete for the cores. Preparing pictures
+holds no model lock: `cnnlab.data.images` serialises Pillow's decoding itself (its
+decompression-bomb guard is not thread-safe), and finding the object in a photo (NumPy and SciPy,
+which release the GIL) runs in parallel, about 1.7x faster on 2 cores than one at a time; a request
+prepares its picture while another one runs the model. This module adds the run's pictures and
+descriptions, with a lock of its own for the pictures drawn on first use.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import KerasPredictor, load_predictor
+from cnnlab.prediction.inference import KerasPredictor, load_predictor
 from cnnlab.runs import Run
 from cnnlab.visualize._common import to_png
 
@@ -105,7 +105,7 @@ class ModelService:
         """The model's Keras summary as plain text."""
         if not self.keras:
             return f"{self.model_name}: an exported ONNX model; `cnnlab summary RUN` shows layers\n"
-        from cnnlab.models import summary_text
+        from cnnlab.model.builder import summary_text
 
         with self.predictor.model_lock:
             return summary_text(self.model)

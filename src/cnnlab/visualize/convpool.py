@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.kernels import CLASSIC_FILTERS
+from cnnlab.model.kernels import CLASSIC_FILTERS
 from cnnlab.visualize._common import figure
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnlab.preprocess import Steps
+from cnnlab.prediction.preprocess import Steps
 from cnnlab.visualize._common import figure
 
 if TYPE_CHECKING:

@@ -145,8 +145,8 @@ def _filters(
     if not init_sets:
         return plot_filters(Run.open(target).load_model(unsafe=unsafe), _layer_arg(layer)), ""
     # The three starting points of --init-filters, side by side, for this run's data.
-    from cnnlab.kernels import init_first_conv
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
+    from cnnlab.model.kernels import init_first_conv
 
     run = Run(_need_run(run_dir, target, "filters --init-sets"))
     config = run.config()
@@ -184,7 +184,7 @@ def _model_input(predictor: Any, image: Any) -> Any:
 def _features(
     run_dir: Path | None, target: Any, image: Any = None, unsafe: bool = False, **_: Any
 ) -> tuple[Any, str]:
-    from cnnlab.inference import KerasPredictor
+    from cnnlab.prediction.inference import KerasPredictor
     from cnnlab.visualize.features import plot_features
 
     predictor = KerasPredictor.load(target, unsafe=unsafe)
@@ -194,7 +194,7 @@ def _features(
 def _gradcam(
     run_dir: Path | None, target: Any, image: Any = None, unsafe: bool = False, **_: Any
 ) -> tuple[Any, str]:
-    from cnnlab.inference import KerasPredictor
+    from cnnlab.prediction.inference import KerasPredictor
     from cnnlab.visualize.gradcam import plot_gradcam
 
     predictor = KerasPredictor.load(target, unsafe=unsafe)
@@ -203,14 +203,14 @@ def _gradcam(
 
 
 def _convpool(image: Any = None, **_: Any) -> tuple[Any, str]:
-    from cnnlab.preprocess import to_model_input
+    from cnnlab.prediction.preprocess import to_model_input
     from cnnlab.visualize.convpool import plot_convpool
 
     return plot_convpool(to_model_input(image)), ""
 
 
 def _preprocess(image: Any = None, **_: Any) -> tuple[Any, str]:
-    from cnnlab.preprocess import preprocess_steps
+    from cnnlab.prediction.preprocess import preprocess_steps
     from cnnlab.visualize.preprocess import plot_preprocess
 
     steps = preprocess_steps(image)

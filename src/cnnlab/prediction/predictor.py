@@ -1,0 +1,269 @@
+"""What every predictor shares, whatever runs the model: images in, ranked classes out.
+
+`Predictor` is the backend-neutral base and holds the one prediction flow, the same for the CLI,
+Python and the server: `prepare` turns each picture into a `Prepared` (its model inputs, one per
+framing of the found box, or its error; `cnnlab.prediction.preprocess`), `probabilities` runs the
+model on them under the predictor's lock, and each image's rows are averaged and ranked into a
+`Prediction`. A bad picture gives an error for that picture only; the others are still predicted.
+Its two siblings run the model: `cnnlab.prediction.inference.KerasPredictor` (Keras, any backend;
+also `features`, the feature maps the page shows) and `cnnlab.prediction.lite.OnnxPredictor` (ONNX
+Runtime, no TensorFlow). `cnnlab.prediction.inference.load_predictor` picks one for a path.
+
+A predictor may be used from several threads at once (`cnnlab serve` does): only the model
+call holds the lock; preparing pictures runs in parallel (see `cnnlab.serve.service`).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cnnlab.data.images import describe_source
+from cnnlab.errors import CnnlabError, ImageError
+from cnnlab.prediction.preprocess import MODEL_SIZE, Box
+
+__all__ = ["Features", "Prediction", "Predictor", "Prepared", "checked_class_names"]
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare their fields, not the objects
+class Prepared:
+    """One picture ready for the model, made once per image: its inputs, or its error.
+
+    `inputs` is (framings, height, width, channels): the found box's input first, then its
+    re-framings (`cnnlab.prediction.preprocess.FRAMINGS`); one framing for a model-ready array, a
+    blank picture, or a whole picture kept at its own size. `box` is where the object was found,
+    (left, top, right, bottom) in the picture's pixels, or None.
+    """
+
+    source: str
+    inputs: NDArray[np.float32] | None = None
+    box: Box | None = None
+    error: str | None = None
+
+    @property
+    def blank(self) -> bool:
+        """True when the model sees nothing but black: nothing stood out in the picture."""
+        return self.inputs is not None and not self.inputs.any()
+
+    @property
+    def model_input(self) -> NDArray[np.float32]:
+        """The found box's input, (height, width, channels): what the page shows."""
+        if self.inputs is None:
+            raise ImageError(self.error or f"{self.source}: not prepared")
+        return self.inputs[0]
+
+
+@dataclass
+class Prediction:
+    """The result for one picture: top-k (class, probability) pairs, or the error it caused."""
+
+    source: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None
+    box: Box | None = None
+    """Where the object was found, (left, top, right, bottom) in the picture's pixels."""
+    blank: bool = False
+    """Nothing stood out from the background: the model saw only black."""
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"source": self.source, "error": self.error}
+        return {
+            "source": self.source,
+            "label": self.label,
+            "top": [{"class": c, "probability": p} for c, p in self.top],
+            "box": None if self.box is None else list(self.box),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """One picture's prediction, the model input its found box gave, and what every conv and
+    pooling layer made of that input: (layer name, Keras layer class, maps (H, W, channels))."""
+
+    prediction: Prediction
+    model_input: NDArray[np.float32]
+    layers: list[tuple[str, str, NDArray[np.float32]]]
+
+
+class Predictor(abc.ABC):
+    """A loaded model with its class names and input size: load once, predict many times.
+
+    A subclass sets `backend`, `name` and `parameters`, calls `Predictor.__init__` with the
+    model's input shape and class names, and implements `_forward`.
+    """
+
+    backend: str = ""
+    name: str = "model"
+    parameters: int | None = None
+
+    def __init__(
+        self,
+        input_shape: tuple[int | None, ...],
+        class_names: Sequence[str] | None,
+        n_classes: int | None,
+    ) -> None:
+        """Record the (H, W, C) input (an open height or width is fed at 28x28) and the
+        class names (checked against the number of outputs)."""
+        self.input_shape = input_shape
+        height, width = input_shape[0] or MODEL_SIZE[0], input_shape[1] or MODEL_SIZE[1]
+        self.size = (int(height), int(width))
+        self.channels = int(input_shape[-1] or 1)
+        self.class_names = checked_class_names(class_names, n_classes)
+        self.model_lock = threading.Lock()
+        """Held around every model call: Keras does not promise that one model may be called
+        from several threads at once. Hold it for any other use of the model from threads."""
+
+    @abc.abstractmethod
+    def _forward(self, batch: NDArray[np.float32]) -> Any:
+        """The model's output (class probabilities) for a non-empty batch of inputs."""
+
+    @property
+    def any_input_size(self) -> bool:
+        """True for a fully convolutional model, whose height and width are left open."""
+        return self.input_shape[0] is None and self.input_shape[1] is None
+
+    # --- The flow: prepare, run the model, rank -----------------------------------------------
+
+    def predict(
+        self,
+        images: Iterable[Any],
+        top_k: int = 3,
+        *,
+        keep_size: bool = False,
+        sources: Sequence[str] | None = None,
+    ) -> list[Prediction]:
+        """Top-k predictions for each image (paths, bytes, file objects, PIL images or arrays).
+
+        With `keep_size`, a fully convolutional model sees each whole picture at its own size
+        (`cnnlab.prediction.preprocess.prepare_whole_image`) instead of the trimmed object fitted to
+        its input size. `sources` names the images in the results and errors (default: the path, or
+        the kind of object). `top_k` is at most the number of classes.
+        """
+        return self._predict_prepared(
+            self.prepare(images, keep_size=keep_size, sources=sources), top_k
+        )
+
+    def prepare(
+        self,
+        images: Iterable[Any],
+        *,
+        keep_size: bool = False,
+        sources: Sequence[str] | None = None,
+    ) -> list[Prepared]:
+        """Each image as model inputs (every framing, the model's channels), or its error.
+
+        The one conversion every path uses (CLI, Python, the page, the API, ONNX):
+        `cnnlab.prediction.preprocess.prepare_image`, or `prepare_whole_image` with `keep_size`
+        (then CnnlabError, before any image is read, unless this model takes any size).
+        """
+        from cnnlab.prediction.preprocess import prepare_image, prepare_whole_image
+
+        images = list(images)
+        if keep_size:
+            self.check_keep_size()
+        names = [describe_source(image) for image in images] if sources is None else sources
+        prepared = []
+        for image, source in zip(images, names, strict=True):
+            try:
+                if keep_size:  # the whole picture: no box was cut out of it
+                    picture = prepare_whole_image(image, min_size=MODEL_SIZE, name=source)
+                    prepared.append(Prepared(source, self._with_channels(picture.inputs)))
+                else:
+                    picture = prepare_image(image, self.size, name=source)
+                    inputs = self._with_channels(picture.inputs)
+                    prepared.append(Prepared(source, inputs, picture.box))
+            except ImageError as exc:
+                prepared.append(Prepared(source, error=str(exc)))
+        return prepared
+
+    def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Class probabilities for a batch of model inputs, one row per input.
+
+        A batch of framed inputs, (N, framings, H, W, C), gives one row per image: the mean of
+        its framings' probabilities. Only the model call holds `model_lock`.
+        """
+        if not len(batch):
+            return np.zeros((0, len(self.class_names)))
+        if batch.ndim == 5:
+            count, framings = batch.shape[:2]
+            flat = batch.reshape(count * framings, *batch.shape[2:])
+            with self.model_lock:
+                output = np.asarray(self._forward(flat))
+            return output.astype(np.float64).reshape(count, framings, -1).mean(axis=1)
+        with self.model_lock:
+            return np.asarray(self._forward(batch), dtype=np.float64)
+
+    def _predict_prepared(self, prepared: Sequence[Prepared], top_k: int) -> list[Prediction]:
+        """One Prediction per prepared image, in order: its error, or its ranked row.
+
+        Inputs at the model's size run as one batch (a picture with fewer framings repeats
+        them, which leaves its mean as it is); a picture kept at its own size runs alone.
+        """
+        inputs = {i: item.inputs for i, item in enumerate(prepared) if item.inputs is not None}
+        fitted = {i: framed for i, framed in inputs.items() if framed.shape[1:3] == self.size}
+        rows: dict[int, NDArray[np.float64]] = {}
+        if fitted:
+            count = max(len(framed) for framed in fitted.values())
+            batch = np.stack([np.repeat(x, count // len(x), axis=0) for x in fitted.values()])
+            rows.update(zip(fitted, self.probabilities(batch), strict=True))
+        for index, framed in inputs.items():
+            if index not in rows:  # kept at its own size: one forward pass each
+                rows[index] = self.probabilities(framed[np.newaxis])[0]
+        return [
+            self._ranked(rows[index], item, top_k)
+            if index in rows
+            else Prediction(item.source, error=item.error or f"{item.source}: not prepared")
+            for index, item in enumerate(prepared)
+        ]
+
+    def _ranked(self, probabilities: NDArray[np.float64], item: Prepared, top_k: int) -> Prediction:
+        """A Prediction holding the `top_k` (1 up to the number of classes) most probable
+        classes of one probability row."""
+        probs = np.asarray(probabilities, dtype=np.float64)
+        order = np.argsort(-probs)[: max(1, min(top_k, len(self.class_names)))]
+        top = [(self.class_names[i], float(probs[i])) for i in order]
+        return Prediction(
+            item.source, top=top, probabilities=probs.tolist(), box=item.box, blank=item.blank
+        )
+
+    def check_keep_size(self) -> None:
+        """Raise CnnlabError (one line) unless this model takes images at their own size."""
+        if not self.any_input_size:
+            height, width = self.size
+            raise CnnlabError(
+                f"this model takes {width}x{height} images only, so it cannot keep an image's "
+                "size; leave that option out, or train a fully convolutional model "
+                "(cnnlab train --preset fcn)"
+            )
+
+    def _with_channels(self, inputs: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Grayscale inputs repeated to the model's channels (an RGB model takes grey as RGB)."""
+        if self.channels != 1 and len(inputs):
+            return np.repeat(inputs, self.channels, axis=-1)
+        return inputs
+
+
+def checked_class_names(class_names: Sequence[str] | None, n_classes: int | None) -> list[str]:
+    """The class names for a model with `n_classes` outputs ("0", "1"... when none are given)."""
+    if not class_names:
+        if not n_classes:
+            raise CnnlabError("the model's number of classes is unknown; give class names")
+        return [str(i) for i in range(n_classes)]
+    names = list(class_names)
+    if n_classes and len(names) != n_classes:
+        raise CnnlabError(
+            f"the model has {n_classes} outputs but {len(names)} class names were given"
+        )
+    return names
