@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeAlias, cast
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from cnnlab.errors import ConfigError, DataError, ImageError
 
@@ -87,8 +87,18 @@ COLOR_FRACTION = 0.01
 Color: TypeAlias = Literal["rgb", "grayscale"]
 Resize: TypeAlias = Literal["squash", "crop", "pad"]
 Source: TypeAlias = str | os.PathLike[str] | bytes | BinaryIO
+_Box: TypeAlias = tuple[float, float, float, float]
 _ORIENTATION = 0x0112
 _SWAPPING = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture by 90 degrees
+_TRANSPOSES = {  # EXIF orientation -> what puts the stored picture upright (as ImageOps does)
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 # -- listing and splitting ---------------------------------------------------------------------
@@ -475,10 +485,11 @@ class Recipe:
       strong, artificial edge whose position tells the model the aspect ratio, while the edge
       colour continues the background the way most photos' backgrounds already run.
 
-    Transparency is composited on white, as a browser shows it on a white page; 16-bit grey
-    (I;16, I) is scaled from 0..65535, float (F) from 0..1; the first frame of an animation is
-    used. Pixels are quantised to uint8 before scaling to [0, 1], so a cached picture equals a
-    freshly decoded one.
+    The EXIF orientation is honoured (the turn `ImageOps.exif_transpose` makes, done on the
+    resized picture). Transparency is composited on white, as a browser shows it on a white
+    page; 16-bit grey (I;16, I) is scaled from 0..65535, float (F) from 0..1; the first frame of
+    an animation is used. Pixels are quantised to uint8 before scaling to [0, 1], so a cached
+    picture equals a freshly decoded one.
     """
 
     size: tuple[int, int]
@@ -542,52 +553,65 @@ class Recipe:
         return scale(self.pixels(image))
 
     def pixels(self, image: Image.Image, *, name: str | None = None) -> np.ndarray:
-        """`apply` before scaling to [0, 1]: uint8 (H, W, C)."""
+        """`apply` before scaling to [0, 1]: uint8 (H, W, C).
+
+        The picture is resized as stored and turned upright afterwards (an exact pixel
+        permutation, on the small result), and every size and box is computed from the stored
+        size, so a JPEG decoded at a reduced DCT scale gets the same geometry as a full decode.
+        """
         name = name or _name(image)
         height, width = self.size
         with _decoder_errors(name):
             orientation = _orientation(image)
-            stored = (height, width) if orientation not in _SWAPPING else (width, height)
-            image.draft(
-                "L" if self.color == "grayscale" else "RGB", self._draft_size(image, stored)
+            target = (width, height) if orientation not in _SWAPPING else (height, width)
+            original = image.size
+            drafted = image.draft(
+                "L" if self.color == "grayscale" else "RGB", self._draft_size(original, target)
             )
             image.load()
-            if orientation in range(2, 9):
-                try:
-                    image = ImageOps.exif_transpose(image)
-                except Exception:  # unreadable metadata should not cost the picture
-                    logger.warning("%s: ignoring unreadable EXIF orientation", name)
+            # The region of the (drafted) pixels that holds the whole stored picture.
+            region = drafted[1] if drafted else (0.0, 0.0, *map(float, image.size))
             image = _to_mode(image, "RGB" if self.color == "rgb" else "L")
-            image = self._resize(image)
+            image = self._resize(image, original, region, target)
+            if orientation in _TRANSPOSES:
+                image = image.transpose(_TRANSPOSES[orientation])
             pixels = np.asarray(image, dtype=np.uint8)
         return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
 
-    def _draft_size(self, image: Image.Image, stored: tuple[int, int]) -> tuple[int, int]:
+    def _draft_size(self, original: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
         """The smallest (width, height) the stored picture may be decoded at (JPEG draft)."""
-        height, width = stored
-        w, h = image.size
+        (w, h), (width, height) = original, target
         if self.resize == "squash":
             return width, height
         ratio = (max if self.resize == "crop" else min)(width / w, height / h)
         return max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))
 
-    def _resize(self, image: Image.Image) -> Image.Image:
-        height, width = self.size
-        w, h = image.size
+    def _resize(
+        self,
+        image: Image.Image,
+        original: tuple[int, int],
+        region: Sequence[float],
+        target: tuple[int, int],
+    ) -> Image.Image:
+        """Resize to `target` (width, height), deciding on the `original` stored size; `region`
+        is where the original lies in `image`'s pixels (all of it unless JPEG-drafted)."""
+        (w, h), (width, height) = original, target
+        to_image = (region[2] - region[0]) / w, (region[3] - region[1]) / h
+
+        def box(left: float, top: float, right: float, bottom: float) -> _Box:
+            return left * to_image[0], top * to_image[1], right * to_image[0], bottom * to_image[1]
+
         if self.resize == "squash":
-            return _resized(image, (width, height))
-        if self.resize == "crop":
-            # The centred source box of the target's aspect ratio, resized in one step.
+            return _resized(image, (width, height), box(0, 0, w, h))
+        if self.resize == "crop":  # the centred box of the target's aspect ratio, in one step
             if w * height > h * width:  # wider than the target
-                box_w = h * width / height
-                box = ((w - box_w) / 2, 0.0, (w + box_w) / 2, float(h))
-            else:
-                box_h = w * height / width
-                box = (0.0, (h - box_h) / 2, float(w), (h + box_h) / 2)
-            return _resized(image, (width, height), box)
+                kept = h * width / height
+                return _resized(image, (width, height), box((w - kept) / 2, 0, (w + kept) / 2, h))
+            kept = w * height / width
+            return _resized(image, (width, height), box(0, (h - kept) / 2, w, (h + kept) / 2))
         ratio = min(width / w, height / h)
         inner = (min(width, max(1, round(w * ratio))), min(height, max(1, round(h * ratio))))
-        fitted = _resized(image, inner)
+        fitted = _resized(image, inner, box(0, 0, w, h))
         if inner == (width, height):
             return fitted
         canvas = Image.new(fitted.mode, (width, height), _edge_color(fitted))
@@ -600,10 +624,8 @@ def scale(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(255)
 
 
-def _resized(
-    image: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
-) -> Image.Image:
-    if box is None and image.size == size:
+def _resized(image: Image.Image, size: tuple[int, int], box: _Box) -> Image.Image:
+    if image.size == size and box == (0, 0, *size):
         return image
     # Bicubic with antialiasing (Pillow widens the filter when shrinking); reducing_gap first
     # box-averages by whole factors, which is faster for large shrinks at no visible cost.
