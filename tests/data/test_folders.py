@@ -524,3 +524,19 @@ def test_drafting_a_jpeg_changes_little_but_the_speed(
         assert image.size == (900, 600)
     assert drafted.shape == full.shape == (48, 64, recipe.channels)
     assert np.abs(drafted - full).mean() < 2
+
+
+def test_a_class_left_without_training_images_is_an_error(root: Path) -> None:
+    write_classes(root, {"many": 30, "one": 1})
+    with pytest.raises(DataError, match="one: too few images"):
+        scan(root, test_fraction=0.5, validation_fraction=0)
+
+
+def test_without_drops_what_inspection_found_unreadable(root: Path) -> None:
+    write_classes(root, {"a": 3, "b": 3})
+    (root / "b" / "broken.png").write_bytes(b"")
+    data = scan(root, validation_fraction=0, test_fraction=0)
+    kept = data.train.without(inspect(data).problems)
+    assert len(data.train) == 7 and len(kept) == 6
+    assert root / "b" / "broken.png" not in kept.paths
+    assert kept.labels.tolist() == [0, 0, 0, 1, 1, 1]

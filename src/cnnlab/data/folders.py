@@ -176,6 +176,7 @@ def scan(
         train, test = _hold_out(files, test_fraction, split_seed)
         train, val = _hold_out(train, validation_fraction, seed)
         how = f"{len(test)} of {len(files)} images held out for testing"
+        _check_every_class_trains(train, class_names, root)
         return FolderDataset(
             root, class_names, train, val, test, "classes", _describe(root, how, val), ignored
         )
@@ -214,6 +215,7 @@ def scan(
     how = " + ".join(parts) + " folders"
     if "test" not in splits:
         how += f", {len(test)} training images held out for testing"
+    _check_every_class_trains(train, class_names, splits["train"])
     return FolderDataset(
         root, class_names, train, val, test, "splits", _describe(root, how, val), ignored
     )
@@ -336,6 +338,17 @@ def _hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
         )
     kept, held = stratified_split(split.labels, n_holdout, seed)
     return split.subset(kept), split.subset(held)
+
+
+def _check_every_class_trains(train: Split, class_names: tuple[str, ...], directory: Path) -> None:
+    """A class whose images were all held out could never be learned: say which, and why."""
+    counts = train.counts(len(class_names))
+    empty = [name for name, count in zip(class_names, counts, strict=True) if not count]
+    if empty:
+        raise DataError(
+            f"{directory / empty[0]}: too few images to hold some out for testing and "
+            "validation and still train on one; add images or lower the fractions"
+        )
 
 
 # -- headers: sizes, modes, defaults -----------------------------------------------------------
