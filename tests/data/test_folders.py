@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tracemalloc
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -540,3 +542,38 @@ def test_without_drops_what_inspection_found_unreadable(root: Path) -> None:
     assert len(data.train) == 7 and len(kept) == 6
     assert root / "b" / "broken.png" not in kept.paths
     assert kept.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def load_signs_module() -> ModuleType:
+    path = Path(__file__).parents[2] / "benchmarks" / "signs.py"
+    spec = importlib.util.spec_from_file_location("signs_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_signs_folder_is_seeded_mixed_and_streams_whole(tmp_path: Path) -> None:
+    signs = load_signs_module()
+    signs.make_signs(tmp_path / "a", 64, seed=1, layout="splits")
+    signs.make_signs(tmp_path / "b", 64, seed=1, layout="splits")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len(files) == 64
+    assert all(
+        (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files
+    )
+
+    data = scan(tmp_path / "a", validation_fraction=0)
+    assert (
+        data.class_names == tuple(sorted(signs.CLASSES))
+        and len(data.test) == 16
+        and len(data.train) == 48
+    )
+    found = inspect(data)
+    assert not found.problems
+    assert {"RGB", "RGBA", "P"} <= set(found.modes) and {"JPEG", "PNG", "WEBP"} <= set(
+        found.formats
+    )
+    assert choose_color(found) == "rgb"
+    batches = FolderBatches(data.train, Recipe((32, 32)), 16, shuffle=True, seed=0)
+    assert sum(len(batches[i][1]) for i in range(len(batches))) == 48 and not batches.skipped
