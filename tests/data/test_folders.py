@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
+import struct
 import tracemalloc
+import zlib
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cnnlab.data.folders import (
     FolderBatches,
@@ -288,6 +291,24 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
         out = load(path, (20, 40)).astype(int)
         assert out[2, 2, 0] > 200 and out[2, 2, 1] < 60, orientation  # red where it belongs
         assert out[2, 37, 1] > 200 and out[17, 2, 1] > 200, orientation  # white elsewhere
+        # A picture already turned upright (as cnnlab.images.load_image gives) is not turned again
+        with Image.open(path) as opened:
+            upright_already = ImageOps.exif_transpose(opened)
+        assert np.array_equal(Recipe((20, 40)).pixels(upright_already), out)
+    # A PNG may keep its EXIF after the pixels, where only decoding finds it
+    stored = io.BytesIO()
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(stored, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    chunk = b"eXIf" + payload
+    late = struct.pack(">I", len(payload)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    png = stored.getvalue()
+    (tmp_path / "late.png").write_bytes(png[:-12] + late + png[-12:])  # before IEND
+    with Image.open(tmp_path / "late.png") as opened:
+        assert "exif" not in opened.info  # not in the header
+    out = load(tmp_path / "late.png", (20, 40)).astype(int)
+    assert tuple(out[2, 2]) == RED and tuple(out[17, 37]) == WHITE
 
 
 def test_gif_gives_its_first_frame_and_grayscale_one_channel(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.errors import ConfigError, DataError, ImageError
+from cnnlab.images import MAX_PIXELS  # the limit only; its locked decoding is not used here
 
 __all__ = [
     "COLORS",
@@ -67,9 +68,6 @@ TEST_FRACTION = 1 / 6
 VALIDATION_FRACTION = 0.1
 SPLIT_SEED = 0
 """The test hold-out's seed: fixed, so runs with different training seeds share one test set."""
-MAX_PIXELS = 40_000_000
-"""Largest declared width * height that is decoded (a decompression-bomb guard); the same
-limit as `cnnlab.images.MAX_PIXELS`."""
 
 COLORS = ("rgb", "grayscale")
 RESIZE_MODES = ("squash", "crop", "pad")
@@ -358,8 +356,9 @@ def _check_every_class_trains(train: Split, class_names: tuple[str, ...], direct
 class Inspection:
     """What the headers say, one row per file; decoding nothing.
 
-    `sizes` holds (height, width) as the picture is seen upright (EXIF rotation applied),
-    (0, 0) for a file in `problems` (path -> why it cannot be read).
+    `sizes` holds (height, width) as the picture is seen upright (EXIF rotation applied, except
+    a PNG's EXIF stored after its pixels, which only decoding reaches), (0, 0) for a file in
+    `problems` (path -> why it cannot be read).
     """
 
     paths: tuple[Path, ...]
@@ -582,6 +581,9 @@ class Recipe:
                 "L" if self.color == "grayscale" else "RGB", self._draft_size(original, target)
             )
             image.load()
+            if orientation == 1:  # a PNG may keep its EXIF after the pixels
+                orientation = _orientation(image)
+                target = (width, height) if orientation not in _SWAPPING else (height, width)
             # The region of the (drafted) pixels that holds the whole stored picture.
             region = drafted[1] if drafted else (0.0, 0.0, *map(float, image.size))
             image = _to_mode(image, "RGB" if self.color == "rgb" else "L")
