@@ -291,7 +291,7 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
         out = load(path, (20, 40)).astype(int)
         assert out[2, 2, 0] > 200 and out[2, 2, 1] < 60, orientation  # red where it belongs
         assert out[2, 37, 1] > 200 and out[17, 2, 1] > 200, orientation  # white elsewhere
-        # A picture already turned upright (as cnnlab.images.load_image gives) is not turned again
+        # A picture already turned upright (as images.load_image gives) is not turned again
         with Image.open(path) as opened:
             upright_already = ImageOps.exif_transpose(opened)
         assert np.array_equal(Recipe((20, 40)).pixels(upright_already), out)

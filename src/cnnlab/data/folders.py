@@ -37,8 +37,8 @@ from typing import Any, BinaryIO, Literal, TypeAlias, cast
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cnnlab.data.images import MAX_PIXELS  # the limit only; its locked decoding is not used here
 from cnnlab.errors import ConfigError, DataError, ImageError
-from cnnlab.images import MAX_PIXELS  # the limit only; its locked decoding is not used here
 
 __all__ = [
     "COLORS",
