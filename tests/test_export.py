@@ -1,18 +1,17 @@
-"""`cnnlab export` and the light ONNX Runtime path: files, metadata, parity, no TensorFlow."""
+"""`cnnlab export`: the files and their metadata, parity with Keras, and an install without
+TensorFlow. The ONNX Runtime predictor that reads the export is tested in
+tests/prediction/test_lite.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from synthetic import CLASS_NAMES, make_images
 
 from cnnlab import export as export_module
@@ -90,7 +89,7 @@ def test_onnx_export_writes_metadata_and_matches_keras(
     info = json.loads((path.parent / "model.onnx.json").read_text())
     assert info["class_names"] == list(CLASS_NAMES)
     assert info["input_shape"] == [28, 28, 1] and info["input_range"] == [0.0, 1.0]
-    assert "cnnlab.preprocess" in info["preprocessing"]
+    assert "cnnlab.prediction.preprocess" in info["preprocessing"]
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(props["class_names"]) == list(CLASS_NAMES)
 
@@ -139,63 +138,6 @@ def test_cli_export_writes_into_the_given_folder(
     assert main(["export", str(tiny_run), "--format", "nope"]) == 2
 
 
-@needs_onnx
-def test_onnx_predictor_matches_the_keras_predictor(
-    tiny_run: Path, exported: dict[str, Path], tmp_path: Path
-) -> None:
-    from cnnlab.inference import load_predictor
-
-    images = make_images(np.arange(4), np.random.default_rng(3))
-    files = []
-    for i, image in enumerate(images):
-        files.append(tmp_path / f"{i}.png")
-        Image.fromarray(image).save(files[-1])
-    light = load_predictor(exported["onnx"])
-    assert light.backend == "onnxruntime" and light.class_names == list(CLASS_NAMES)
-    assert light.size == (28, 28)
-    keras_results = load_predictor(tiny_run).predict(files)
-    light_results = light.predict([*files, tmp_path / "missing.png"])
-    assert [r.label for r in light_results[:4]] == [r.label for r in keras_results]
-    assert light_results[4].error is not None
-
-
-LIGHT_SCRIPT = """
-import json, sys
-from cnnlab.cli import main
-from cnnlab.serve import create_app
-from fastapi.testclient import TestClient
-
-onnx_file, image = sys.argv[1], sys.argv[2]
-assert main(["predict", onnx_file, image, "--json"]) == 0
-client = TestClient(create_app(onnx_file))
-with open(image, "rb") as handle:
-    answer = client.post("/api/predict", files={"file": ("x.png", handle, "image/png")})
-assert answer.status_code == 200, answer.text
-model = client.get("/api/model").json()
-assert model["backend"] == "onnxruntime" and model["features"] is False, model
-with open(image, "rb") as handle:
-    features = client.post("/api/features", files={"file": ("x.png", handle, "image/png")})
-assert features.status_code == 501 and "ONNX" in features.json()["detail"], features.text
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
-print("LABEL", answer.json()["label"], "HEAVY", heavy)
-"""
-
-
-@needs_onnx
-def test_the_onnx_path_never_imports_tensorflow(exported: dict[str, Path], tmp_path: Path) -> None:
-    image = tmp_path / "bottom.png"
-    Image.fromarray(make_images(np.array([1]), np.random.default_rng(2))[0]).save(image)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(LIGHT_SCRIPT), str(exported["onnx"]), str(image)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert '"label": "bottom"' in done.stdout
-    assert "LABEL bottom HEAVY []" in done.stdout
-
-
 def test_the_base_install_does_not_require_tensorflow() -> None:
     """`pip install cnnlab[lite]` must not pull TensorFlow or Keras: they live in extras."""
     from importlib.metadata import requires
@@ -229,7 +171,7 @@ def test_a_float32_run_exports_exactly(
     import onnxruntime
 
     from cnnlab.runs import load_model
-    from cnnlab.training import train
+    from cnnlab.training.trainer import train
 
     run = train(tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=1, precision="float32")).run_dir
     path = export(run, ["onnx"])["onnx"]
@@ -247,8 +189,8 @@ def test_a_fully_convolutional_model_exports_with_open_sizes(tmp_path: Path) -> 
     height and width open, and reads a larger picture as the Keras model does."""
     import keras
 
-    from cnnlab.lite import OnnxPredictor
-    from cnnlab.models import build_model
+    from cnnlab.model.builder import build_model
+    from cnnlab.prediction.lite import OnnxPredictor
 
     keras.utils.set_random_seed(4)
     model = build_model("fcn", (28, 28, 1), len(CLASS_NAMES))
