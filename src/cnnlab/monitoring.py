@@ -48,19 +48,17 @@ def best_row(
     """The epoch a run keeps (its row of history.csv), as `BestModelCheckpoint` chooses it:
     the best finite `monitor` (lowest for losses, highest otherwise) of an epoch whose loss is
     finite, ties going to the lowest `tie_breaker` (default: `tie_breaker_for(history)`), the
-    earliest of equals. `monitor` None: the last epoch (a run that keeps the last model).
+    earliest of equals. `monitor` None: the last epoch whose loss is finite (a run that keeps
+    the last model; an epoch whose loss is NaN is never saved).
 
     None when no epoch qualifies (an empty history, or `monitor` never recorded).
     """
-    if monitor is None:
-        return history[-1] if history else None
+    finite = [row for row in history if math.isfinite(row.get("loss", 0.0))]
+    if monitor is None:  # the checkpoint saved every epoch whose loss was finite: the last
+        return finite[-1] if finite else None
     tie = tie_breaker or tie_breaker_for(history)
     sign = -1.0 if lower_is_better(monitor) else 1.0
-    scored = [
-        row
-        for row in history
-        if math.isfinite(row.get(monitor, math.nan)) and math.isfinite(row.get("loss", 0.0))
-    ]
+    scored = [row for row in finite if math.isfinite(row.get(monitor, math.nan))]
     if not scored:
         return None
     return max(scored, key=lambda row: (sign * row[monitor], -row.get(tie, math.inf)))

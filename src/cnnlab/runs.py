@@ -297,6 +297,8 @@ class Run:
         rows: dict[int, dict[str, float]] = {}
         with path.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
+                if None in row.values():
+                    continue  # fewer fields than the header: a line cut short by a kill
                 try:
                     # Keras' CSVLogger writes "NA" in val_ columns when there is no validation.
                     values = {k: float(v) for k, v in row.items() if k and v not in _MISSING}
