@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from cnnlab._io import atomic_write_text
-from cnnlab.errors import RunError, UnsafeModelError
+from cnnlab.errors import ConfigError, RunError, UnsafeModelError
 
 if TYPE_CHECKING:
     import keras
 
     from cnnlab.config import Config
     from cnnlab.data import Splits
+    from cnnlab.data.folders import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,12 @@ class RunState:
     epochs_run: int | None = None
     best_epoch: int | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
+    input_recipe: dict[str, Any] = field(default_factory=dict)
+    """How a picture becomes this model's input (`cnnlab.data.folders.Recipe.to_dict`: size,
+    colour, resize) for a model trained on a folder of images; empty for the garment recipe of
+    Fashion-MNIST-like data (and for runs older than the field)."""
+    unreadable_images: dict[str, str] = field(default_factory=dict)
+    """Files of the dataset that could not be read and were skipped: path -> reason."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -274,6 +281,24 @@ class Run:
     @_writes
     def write_state(self, state: RunState) -> None:
         atomic_write_text(self.state_file, json.dumps(state.to_dict(), indent=2) + "\n")
+
+    def input_recipe(self) -> Recipe | None:
+        """How new pictures must be prepared for this run's model, as its training images were:
+        the folder recipe run.json (or an export's sidecar) records, or None for the garment
+        recipe (Fashion-MNIST-like models, and runs that record none)."""
+        from cnnlab.data.folders import Recipe
+
+        recorded: Any = {}
+        with contextlib.suppress(RunError):
+            recorded = self.state().input_recipe
+        if not recorded and self.is_onnx:
+            recorded = read_sidecar(self.model_file).get("input_recipe") or {}
+        if not recorded:
+            return None
+        try:
+            return Recipe.from_dict(recorded)
+        except ConfigError as exc:
+            raise RunError(f"{self.state_file}: {exc}; train the run again") from None
 
     def class_names(self) -> list[str] | None:
         """The class names recorded beside the model: run.json, else an export's sidecar."""
