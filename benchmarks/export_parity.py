@@ -112,8 +112,8 @@ def main() -> None:
     paths = {"onnx": args.run / "model.onnx", "litert": args.run / "model.tflite"}
     if args.reexport or not all(p.is_file() for p in paths.values()):
         paths = export(args.run, wanted)
-    data = Run(args.run).data()
-    x, y = data.x_test.astype(np.float32), data.y_test
+    x, y = Run(args.run).data().arrays("test")
+    x = x.astype(np.float32)
 
     import onnxruntime as ort
 

@@ -36,8 +36,8 @@ def main() -> None:
     print("|---|---:|" + "---:|" * len(args.sizes))
     for run in args.runs:
         predictor = load_predictor(run)
-        splits = Run(run).data(args.data_dir)
-        x, y = splits.x_test, np.asarray(splits.y_test).ravel()
+        x, y = Run(run).data(args.data_dir).arrays("test")
+        y = np.asarray(y).ravel()
         cells = []
         for size in args.sizes:
             canvas = _place(x, size, np.random.default_rng(args.seed))

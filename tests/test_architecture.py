@@ -32,6 +32,7 @@ STAGES: dict[str, int] = {
     # the run folder, read and written through one class
     "runs": 2,
     "data.pipeline": 2,
+    "data.feed": 2,  # what training and evaluation are fed: arrays or a streamed folder
     "training.callbacks": 2,
     "training.distributed": 2,  # where a process stands among those training one model
     # the only writer of a run folder's model

@@ -83,3 +83,32 @@ def test_precision_is_checked_and_the_seed_recipe_is_float32() -> None:
     assert recipe("default").train.precision == "auto"
     with pytest.raises(ConfigError, match=r"train\.precision"):
         load_config(overrides={"train.precision": "float8"})
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("auto", None), ("96", (96, 96)), ("96x64", (96, 64)), (" 32 X 48", (32, 48))],
+)
+def test_image_size_reads_n_or_h_by_w(text: str, size: tuple[int, int] | None) -> None:
+    from cnnlab.config import image_size
+
+    assert image_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "x", "96x", "4", "2000", "96x64x3", "-32"])
+def test_a_bad_image_size_is_one_clear_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="image_size"):
+        load_config(overrides={"data.image_size": text})
+
+
+def test_an_image_folder_takes_the_photos_recipe_unless_one_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "my signs"
+    folder.mkdir()
+    photos = load_config(overrides={"data.dataset": str(folder)})
+    assert photos.train.recipe == "photos" and photos.model.architecture == "photo_cnn"
+    assert photos.run_name == "photo_cnn-my signs"  # the folder's name, not its path
+    chosen = load_config(recipe_name="default", overrides={"data.dataset": str(folder)})
+    assert chosen.train.recipe == "default" and chosen.model.architecture == "basic_cnn"
+    preset = load_config(preset="improved", overrides={"data.dataset": str(folder)})
+    assert preset.model.architecture == "improved"  # a preset's architecture wins
+    assert load_config().train.recipe == "default"  # Fashion-MNIST keeps its recipe

@@ -123,10 +123,40 @@ TRAIN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
         "first conv layer's kernels: whitening (of the data), random (Keras' default) or "
         "classic (hand-made edge/blur filters)",
     ),
-    ("--dataset", "data.dataset", "NAME", "fashion_mnist, mnist, a .npz file or an image folder"),
+    (
+        "--dataset",
+        "data.dataset",
+        "NAME",
+        "fashion_mnist, mnist, a .npz file, or a folder of pictures (class sub-folders, or "
+        "train/ and test/ holding them), which trains with the photos recipe",
+    ),
     ("--data-dir", "data.data_dir", "DIR", "look for dataset files here first"),
     ("--validation-split", "data.validation_split", "F", "fraction of training images held out"),
     ("--limit", "data.limit", "N", "use only the first N training images (0: all)"),
+    (
+        "--image-size",
+        "data.image_size",
+        "N|HxW",
+        "an image folder's pictures as N x N or H x W pixels (auto: from the pictures)",
+    ),
+    (
+        "--color",
+        "data.color",
+        None,
+        "an image folder's pictures in rgb or grayscale (auto: rgb when any has colour)",
+    ),
+    (
+        "--resize",
+        "data.resize",
+        None,
+        "how a picture of another shape is fitted: squash (stretch), crop (centre), pad",
+    ),
+    (
+        "--cache",
+        "data.cache",
+        "memory|DIR",
+        "keep an image folder's decoded pictures in memory or in DIR (empty: stream each epoch)",
+    ),
     ("--epochs", "train.epochs", "N", "most epochs to train"),
     ("--batch-size", "train.batch_size", "N", "images per step (the global batch)"),
     ("--optimizer", "train.optimizer", "NAME", "a Keras optimizer name"),
@@ -206,7 +236,8 @@ def _add_train(commands: Any) -> None:
     train.add_argument(
         "--recipe",
         choices=RECIPES,
-        help="default: early stopping; seed: the notes' 50 epochs exactly",
+        help="default: early stopping; seed: the notes' 50 epochs exactly; photos: a folder of "
+        "pictures' default (batch norm, global pooling, augmentation, rate cut on plateaus)",
     )
     for flag, key, metavar, text in TRAIN_FLAGS:
         _add_config_flag(train, flag, key, metavar, text)

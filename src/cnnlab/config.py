@@ -23,8 +23,10 @@ from cnnlab._backend import BACKENDS as _KERAS_BACKENDS
 from cnnlab._backend import PRECISIONS
 from cnnlab.errors import ConfigError
 
-RECIPES = ("default", "seed")
+RECIPES = ("default", "seed", "photos")
 INIT_FILTERS = ("random", "classic", "whitening")
+COLORS = ("auto", "rgb", "grayscale")
+RESIZE_MODES = ("squash", "crop", "pad")
 BACKENDS = ("auto", *_KERAS_BACKENDS)
 LR_SCHEDULES = ("exponential", "cosine")
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -33,6 +35,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": PRECISIONS,
     "train.backend": BACKENDS,
     "train.lr_schedule": LR_SCHEDULES,
+    "data.color": COLORS,
+    "data.resize": RESIZE_MODES,
 }
 """The settings that take one of a few names, by dotted key (the CLI offers them as choices)."""
 _MAX_INT = 2**63  # integer settings fit a signed 64-bit integer (TOML's own range)
@@ -47,10 +51,47 @@ class DataConfig:
     validation_split: float = 0.1
     limit: int = 0  # use only the first `limit` training images (0: all)
     download: bool = True
+    # An image folder's pictures as the model takes them (the IDX and .npz datasets keep their
+    # own 28x28 grey): size "N" or "HxW" (auto: from the data), colour (auto: rgb when any
+    # picture has colour), and how a picture of another shape is fitted.
+    image_size: str = "auto"
+    color: str = "auto"
+    resize: str = "squash"  # squash (stretch), crop (centre), pad (fit inside)
+    cache: str = ""  # decoded pictures kept: "" (none, streamed), "memory", or a folder
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.validation_split < 1.0, "data.validation_split must be in [0, 1)")
         _check(self.limit >= 0, "data.limit must be >= 0 (0 means all images)")
+        image_size(self.image_size)  # a ConfigError for anything but auto, N or HxW
+        _check(self.color in COLORS, f"data.color must be one of {', '.join(COLORS)}")
+        _check(self.resize in RESIZE_MODES, f"data.resize must be one of {', '.join(RESIZE_MODES)}")
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether the dataset is a folder of images (streamed, any size and colour)."""
+        return is_image_folder(self.dataset)
+
+
+def image_size(text: str) -> tuple[int, int] | None:
+    """`data.image_size` as (height, width): "N" is NxN, "HxW" is H by W; None for "auto"."""
+    if text.strip().lower() == "auto":
+        return None
+    height, sep, width = text.lower().replace(" ", "").partition("x")
+    try:
+        size = (int(height), int(width) if sep else int(height))
+    except ValueError:
+        size = (0, 0)
+    if not min(size) >= 8 or max(size) > 1024:
+        raise ConfigError(
+            f"data.image_size={text!r}: give N or HxW in pixels, each 8..1024 (e.g. 96 or "
+            "96x128), or auto"
+        )
+    return size
+
+
+def is_image_folder(dataset: str) -> bool:
+    """Whether `dataset` names a folder on disk (not a named dataset such as fashion_mnist)."""
+    return Path(dataset).expanduser().is_dir()
 
 
 @dataclass(frozen=True)
@@ -145,7 +186,10 @@ class Config:
             return self.run.name
         arch = Path(self.model.architecture).stem
         suffix = "-seed" if self.train.recipe == "seed" else ""
-        return f"{arch}-{self.data.dataset}{suffix}"
+        data = self.data.dataset
+        if "/" in data or "\\" in data or data.endswith(".npz"):  # a folder or a file: its name
+            data = Path(data.rstrip("/\\")).expanduser().resolve().stem or "data"
+        return f"{arch}-{data}{suffix}"
 
     @property
     def run_dir(self) -> Path:
@@ -185,12 +229,34 @@ _SEED_RECIPE: dict[str, dict[str, Any]] = {
 }
 
 
+# A few thousand photos of any size, in colour: the recipe `cnnlab train --dataset DIR` takes
+# unless told otherwise. A batch-normalised CNN with global pooling and augmentation for
+# natural images (architectures/photo_cnn.toml), a constant rate cut on plateaus (a few thousand
+# images give too few steps an epoch for the default recipe's halving every epoch), and enough
+# patience for a small, noisy validation split. Measured: docs/training.md, "Your own images".
+_PHOTOS_RECIPE: dict[str, dict[str, Any]] = {
+    "model": {"architecture": "photo_cnn", "init_filters": "random"},
+    "train": {
+        "recipe": "photos",
+        "epochs": 40,
+        "batch_size": 32,
+        "learning_rate": 0.002,
+        "lr_decay": 1.0,
+        "patience": 8,
+        "reduce_lr_patience": 3,
+        "reduce_lr_factor": 0.3,
+    },
+}
+_RECIPES = {"seed": _SEED_RECIPE, "photos": _PHOTOS_RECIPE}
+
+
 def recipe(name: str) -> Config:
-    """The defaults of a named recipe: `default` (early stopping) or `seed` (the notes)."""
+    """The defaults of a named recipe: `default` (early stopping, for Fashion-MNIST-sized
+    data), `seed` (the notes, exactly) or `photos` (an image folder's default)."""
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     base = Config()
-    return _merge(base, _SEED_RECIPE, source="recipe seed") if name == "seed" else base
+    return _merge(base, _RECIPES[name], source=f"recipe {name}") if name in _RECIPES else base
 
 
 def presets() -> list[str]:
@@ -230,7 +296,21 @@ def load_config(
         (_table(file_values, "train").get("recipe"), str(path)),
         (_table(preset_table, "train").get("recipe"), f"preset {preset}"),
     ]
-    name, where = next(((n, w) for n, w in candidates if n), ("default", "default"))
+    dataset = next(
+        (
+            d
+            for d in (
+                flat.get("data.dataset"),
+                _table(file_values, "data").get("dataset"),
+                _table(preset_table, "data").get("dataset"),
+            )
+            if d
+        ),
+        DataConfig.dataset,
+    )
+    # An image folder takes the photo recipe unless a recipe is named.
+    fallback = "photos" if isinstance(dataset, str) and is_image_folder(dataset) else "default"
+    name, where = next(((n, w) for n, w in candidates if n), (fallback, fallback))
     try:
         base = recipe(name)
     except ConfigError as exc:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnlab.errors import DataError
 from cnnlab.runs import Run
+
+if TYPE_CHECKING:
+    from cnnlab.data.feed import Feed
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +36,13 @@ def evaluate(
     horizontally flipped image, reported apart (`metrics["tta"]`) from the plain figures.
     """
     run = Run(run_dir)
-    splits = run.data(data_dir)
+    feed = run.data(data_dir)
     model = run.load_model(unsafe=unsafe)
-    probabilities = model.predict(splits.x_test, batch_size=batch_size, verbose=0)
-    metrics = classification_metrics(splits.y_test, probabilities, splits.class_names)
+    labels, probabilities, flipped = _predict_test_set(model, feed, batch_size, tta=tta)
+    metrics = classification_metrics(labels, probabilities, feed.class_names)
     if tta:
-        flipped = model.predict(splits.x_test[:, :, ::-1], batch_size=batch_size, verbose=0)
-        averaged = (np.asarray(probabilities) + np.asarray(flipped)) / 2
-        both = classification_metrics(splits.y_test, averaged, splits.class_names)
+        averaged = (probabilities + flipped) / 2
+        both = classification_metrics(labels, averaged, feed.class_names)
         metrics["tta"] = {
             "method": "mean of the image's and its horizontal flip's probabilities",
             **{k: both[k] for k in ("test_loss", "test_accuracy", "macro_f1")},
@@ -47,6 +50,24 @@ def evaluate(
     metrics["run"] = str(run.dir)
     run.write_metrics(metrics)
     return metrics
+
+
+def _predict_test_set(
+    model: Any, feed: Feed, batch_size: int, *, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test labels and the model's probabilities, batch by batch (a folder's test set is
+    streamed: the labels are those of the pictures that could be read), and with `tta` the
+    probabilities of each picture flipped left-right."""
+    labels, plain, flipped = [], [], []
+    for x, y in feed.numpy_batches("test", batch_size):
+        labels.append(y)
+        plain.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+        if tta:
+            flipped.append(np.asarray(model.predict_on_batch(x[:, :, ::-1]), dtype=np.float64))
+    if not labels:
+        raise DataError("the test split holds no readable image; nothing to evaluate")
+    joined = np.concatenate(plain)
+    return np.concatenate(labels), joined, np.concatenate(flipped) if tta else joined
 
 
 def classification_metrics(

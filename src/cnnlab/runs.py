@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import keras
 
     from cnnlab.config import Config
-    from cnnlab.data import Splits
+    from cnnlab.data.feed import Feed
     from cnnlab.data.folders import Recipe
 
 logger = logging.getLogger(__name__)
@@ -399,18 +399,17 @@ class Run:
                 f"{path}: cannot load the model ({type(exc).__name__}: {message})"
             ) from None
 
-    def data(self, data_dir: str | None = None) -> Splits:
-        """The run's dataset (its training and test sets, no validation hold-out), as it
-        trained on; `data_dir` overrides where the files are looked for."""
-        from cnnlab.data import load_dataset, prepare
+    def data(self, data_dir: str | None = None) -> Feed:
+        """The run's data as it trained on (`cnnlab.data.feed`): an image folder through the
+        recipe its config.toml records, or a named or .npz dataset with no validation hold-out
+        (the test set is what later stages read); `data_dir` overrides where a named dataset's
+        files are looked for."""
+        from cnnlab.data.feed import load_feed
 
         config = self.config()
-        dataset = load_dataset(
-            config.data.dataset,
-            data_dir or config.data.data_dir or None,
-            download=config.data.download,
-        )
-        return prepare(dataset, validation_split=0.0, seed=0)
+        if not config.data.is_folder:
+            config = config.replace(data={"validation_split": 0.0}, train={"seed": 0})
+        return load_feed(config, data_dir=data_dir)
 
     # --- Housekeeping -----------------------------------------------------------------------
 

@@ -205,7 +205,9 @@ def test_image_folder_with_train_and_test(tmp_path: Path) -> None:
 
 def test_image_folder_without_images(tmp_path: Path) -> None:
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(DataError, match="no readable images"):
+    (tmp_path / "empty" / "b").mkdir(parents=True)
+    (tmp_path / "empty" / "b" / "notes.txt").write_text("not a picture")
+    with pytest.raises(DataError, match="no images"):
         load_dataset(tmp_path / "empty")
     with pytest.raises(DataError, match="no class sub-folders"):
         load_dataset(tmp_path / "empty" / "a")

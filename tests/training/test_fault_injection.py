@@ -31,7 +31,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 KILLER = """
 import os, signal, sys
 import keras
-from cnnlab import _io, runs, training
+import cnnlab.training.trainer as training
+from cnnlab import _io, runs
 from cnnlab.config import load_config
 
 where, epoch, batch = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -273,3 +273,50 @@ def test_every_public_name_imports_and_then_trains_on_jax(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained on jax" in done.stdout
     assert Run(tmp_path / "runs" / "tiny").state().backend == "jax"
+
+
+def test_a_folder_of_colour_pictures_trains_streamed_and_evaluates(tmp_path: Path) -> None:
+    """Issue 27: class folders of mixed sizes, modes and formats, one file that is not an image
+    and one PNG cut short, through train and evaluate; the recipe and the skipped files are
+    recorded, the class names travel, and a second call finds the run finished."""
+    import io
+
+    from PIL import Image
+    from signs import make_signs
+
+    from cnnlab.evaluation import evaluate
+
+    root = tmp_path / "signs"
+    make_signs(root, count=64, seed=2)
+    (root / "red_cross" / "notes.jpg").write_text("not a picture")
+    encoded = io.BytesIO()
+    Image.new("RGB", (60, 60), (200, 0, 0)).save(encoded, format="PNG")
+    (root / "red_square" / "cut.png").write_bytes(encoded.getvalue()[:-40])  # truncated pixels
+    config = load_config(
+        overrides={
+            "data.dataset": str(root),
+            "train.epochs": 1,
+            "train.seed": 3,
+            "run.runs_dir": str(tmp_path / "runs"),
+        }
+    )
+    result = train(config)
+    state, run = result.state, Run(result.run_dir)
+    side = state.input_shape[0]
+    assert state.input_shape == [side, side, 3] and side % 8 == 0
+    assert state.input_recipe == {"size": [side, side], "color": "rgb", "resize": "squash"}
+    assert run.config().data.image_size == f"{side}x{side}"  # auto, resolved and recorded
+    assert run.config().data.color == "rgb" and run.config().train.recipe == "photos"
+    assert state.class_names == sorted(p.name for p in root.iterdir() if p.is_dir())
+    feed = run.data()
+    cut_in_test = "cut.png" in {p.name for p in feed.dataset.test.paths}
+    skipped = {Path(p).name for p in state.unreadable_images}
+    # notes.jpg is found by its header; cut.png only when decoded (by training, unless it is
+    # a test picture, which evaluation skips)
+    assert skipped == ({"notes.jpg"} if cut_in_test else {"notes.jpg", "cut.png"})
+    assert state.train_images + state.validation_images + feed.count("test") == 65
+    metrics = evaluate(run.dir)
+    assert [row["class"] for row in metrics["per_class"]] == state.class_names
+    assert metrics["test_images"] == feed.count("test") - cut_in_test
+    again = train(config)  # auto settings again: the same run, already finished
+    assert again.state.epochs_run == state.epochs_run == 1

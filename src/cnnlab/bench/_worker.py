@@ -55,6 +55,7 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
     `compile_model` and the tf.data pipeline."""
     from cnnlab.bench.flops import forward_flops
     from cnnlab.config import load_config
+    from cnnlab.data.feed import ArrayFeed
     from cnnlab.data.pipeline import make_dataset
     from cnnlab.training.trainer import build_training_model, resolve_defaults
 
@@ -64,7 +65,7 @@ def train_cnnlab(args: dict[str, Any]) -> Result:
 
     full = resolve_defaults(load_config(overrides={"train.seed": SEED}))
     config = full.train
-    model = build_training_model(full, splits)
+    model = build_training_model(full, ArrayFeed(splits))
 
     def fit(n: int) -> None:
         data = make_dataset(x[:n], y[:n], config.batch_size, shuffle=True, seed=SEED)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cnnlab.data import sources
+from cnnlab.data.folders import IMAGE_SUFFIXES, stratified_split
 from cnnlab.data.idx import read_idx
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import ConfigError, DataError, ImageError
 
 __all__ = ["IMAGE_SUFFIXES", "Dataset", "Splits", "describe", "load_dataset", "prepare"]
 
@@ -26,9 +26,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "fashion_mnist"
 DEFAULT_IMAGE_SIZE = (28, 28)
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
-FOLDER_TEST_FRACTION = 1 / 6  # Fashion-MNIST's own ratio: 10,000 of 60,000 + 10,000
-FOLDER_SPLIT_SEED = 0
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -109,7 +106,7 @@ def prepare(
         raise ConfigError(
             f"validation_split={validation_split} leaves no training images out of {len(y)}"
         )
-    train, val = _stratified_split(y, n_val, seed)
+    train, val = stratified_split(y, n_val, seed)
     return Splits(
         x_train=_scale(x[train]),
         y_train=y[train].astype(np.int32),
@@ -135,6 +132,8 @@ def describe(
     readable), and `problem` says what is wrong ("" for a file that checks). An `.npz` file
     or an image folder gets one row per split.
     """
+    if sources.normalize_name(name) not in sources.DATASETS and Path(name).expanduser().is_dir():
+        return _describe_folder(Path(name).expanduser())
     if sources.normalize_name(name) not in sources.DATASETS:
         dataset = load_dataset(name, data_dir, download=download)
         return [
@@ -171,6 +170,44 @@ def describe(
                 "shape": array.shape[1:],
                 "checksum": found.checksum,
                 "problem": problem,
+            }
+        )
+    return rows
+
+
+def _describe_folder(root: Path) -> list[dict[str, Any]]:
+    """An image folder's splits from the files' headers alone (nothing is decoded): counts,
+    the range of sizes, and the files that cannot be read."""
+    from cnnlab.data.folders import inspect, scan
+
+    dataset = scan(root)
+    rows = []
+    for role, split in (
+        ("train", dataset.train),
+        ("validation", dataset.val),
+        ("test", dataset.test),
+    ):
+        if not len(split):
+            continue
+        inspection = inspect(split.paths, warn=False)
+        sizes = inspection.sizes[inspection.readable]
+        shape = (
+            f"{sizes[:, 0].min()}x{sizes[:, 1].min()}..{sizes[:, 0].max()}x{sizes[:, 1].max()}"
+            if len(sizes)
+            else "-"
+        )
+        problems = inspection.problems
+        rows.append(
+            {
+                "role": role,
+                "path": str(root),
+                "origin": "given",
+                "count": len(split) - len(problems),
+                "shape": shape,
+                "checksum": "n/a",
+                "problem": f"{len(problems)} unreadable: {next(iter(problems.values()))}"
+                if problems
+                else "",
             }
         )
     return rows
@@ -262,72 +299,47 @@ def _load_npz(path: Path) -> Dataset:
 
 
 def _load_image_folder(root: Path, image_size: tuple[int, int] | None) -> Dataset:
-    train_dir, test_dir = root / "train", root / "test"
-    has_split = train_dir.is_dir() and test_dir.is_dir()
-    class_names = _class_folders(train_dir if has_split else root)
-    if has_split:
-        test_classes = _class_folders(test_dir)
-        if test_classes != class_names:
-            raise DataError(
-                f"{test_dir}: class folders {list(test_classes)} differ from those in "
-                f"{train_dir} {list(class_names)}; both need the same sub-folders"
-            )
-        x_train, y_train, size = _read_images(train_dir, class_names, image_size)
-        x_test, y_test, _ = _read_images(test_dir, class_names, size)
-        how = "train/ and test/ folders"
-    else:
-        x, y, _ = _read_images(root, class_names, image_size)
-        n_test = round(len(y) * FOLDER_TEST_FRACTION)
-        train, test = _stratified_split(y, n_test, FOLDER_SPLIT_SEED)
-        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
-        how = f"{n_test} of {len(y)} images held out for testing"
+    """An image folder read whole into memory as grey pictures at `image_size` (None: the first
+    readable picture's size), for small folders in Python. Training streams a folder instead,
+    in colour where it has colour (`cnnlab.data.feed`); the listing, splitting and decoding
+    rules are `cnnlab.data.folders`' either way."""
+    from cnnlab.data.folders import Recipe, inspect, scan
+
+    dataset = scan(root, validation_fraction=0.0)
+    inspection = inspect(dataset)  # names every unreadable file once
+    readable = [p for p, ok in zip(inspection.paths, inspection.readable, strict=True) if ok]
+    if not readable:
+        raise DataError(f"{root}: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if image_size is None:
+        height, width = inspection.sizes[inspection.readable][0]
+        image_size = (int(height), int(width))
+    recipe = Recipe(image_size, "grayscale", "squash")
+    train = _decoded(dataset.train.without(inspection.problems), recipe)
+    test = _decoded(dataset.test.without(inspection.problems), recipe)
     return Dataset(
         name=root.name,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        class_names=class_names,
-        source=f"{root} (image folder, {how})",
+        x_train=train[0],
+        y_train=train[1],
+        x_test=test[0],
+        y_test=test[1],
+        class_names=dataset.class_names,
+        source=dataset.source,
     )
 
 
-def _class_folders(directory: Path) -> tuple[str, ...]:
-    names = tuple(
-        sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
-    )
-    if not names:
-        raise DataError(f"{directory}: no class sub-folders; put each class's images in its own")
-    return names
-
-
-def _read_images(
-    root: Path, class_names: tuple[str, ...], image_size: tuple[int, int] | None
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Read every image under `root/<class>/` as grayscale, resized to `image_size` (H, W)."""
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    for label, name in enumerate(class_names):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-                continue
-            try:
-                with Image.open(path) as image:
-                    gray = image.convert("L")
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                logger.warning("%s: skipping unreadable image (%s)", path, exc)
-                continue
-            if image_size is None:
-                image_size = (gray.height, gray.width)
-            height, width = image_size
-            if gray.size != (width, height):
-                gray = gray.resize((width, height), Image.Resampling.BILINEAR)
-            images.append(np.asarray(gray, dtype=np.uint8))
-            labels.append(label)
-    if not images:
-        raise DataError(f"{root}: no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    assert image_size is not None
-    return np.stack(images), np.asarray(labels, dtype=np.int64), image_size
+def _decoded(split: Any, recipe: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every readable picture of `split` as uint8 (N, H, W), and its labels."""
+    images, labels = [], []
+    for path, label in zip(split.paths, split.labels, strict=True):
+        try:
+            images.append(recipe.load(path)[..., 0])
+        except ImageError as exc:
+            logger.warning("skipping %s", exc)
+            continue
+        labels.append(int(label))
+    height, width = recipe.size
+    stacked = np.stack(images) if images else np.zeros((0, height, width), np.uint8)
+    return stacked, np.asarray(labels, dtype=np.int64)
 
 
 def _check_pair(
@@ -359,23 +371,6 @@ def _check_same_image_shape(train: np.ndarray, test: np.ndarray, test_name: obje
             f"{test_name}: test images are {test.shape[1:]} but training images are "
             f"{train.shape[1:]}"
         )
-
-
-def _stratified_split(labels: np.ndarray, n_holdout: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Indices (kept, held out), sorted, with `n_holdout` held out in class proportion.
-
-    Each sample is ranked by its position within its own class in a seeded shuffle; taking the
-    lowest ranks gives every class its share while the total is exactly `n_holdout`.
-    """
-    order = np.random.default_rng(seed).permutation(len(labels))
-    shuffled = labels[order]
-    rank = np.empty(len(labels))
-    for label in np.unique(shuffled):
-        members = shuffled == label
-        count = int(members.sum())
-        rank[members] = (np.arange(count) + 0.5) / count
-    by_rank = order[np.argsort(rank, kind="stable")]
-    return np.sort(by_rank[n_holdout:]), np.sort(by_rank[:n_holdout])
 
 
 def _scale(images: np.ndarray) -> np.ndarray:

@@ -374,12 +374,16 @@ class Inspection:
 
 
 def inspect(
-    source: FolderDataset | Iterable[str | os.PathLike[str]], *, max_pixels: int = MAX_PIXELS
+    source: FolderDataset | Iterable[str | os.PathLike[str]],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    warn: bool = True,
 ) -> Inspection:
     """Read every file's header (Pillow's `Image.open` decodes no pixel): size, mode, format.
 
-    Empty files, files that are not images, and pictures over `max_pixels` land in `problems`,
-    each named once in a warning. Truncated pixel data is only found when decoding (`stream`).
+    Empty files, files that are not images, and pictures over `max_pixels` land in `problems`, each
+    named once in a warning (unless `warn` is False: a look that is not the one reading). Truncated
+    pixel data is only found when decoding (`stream`).
     """
     paths = tuple(Path(p) for p in (source.paths if isinstance(source, FolderDataset) else source))
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
@@ -398,7 +402,8 @@ def inspect(
                 formats.append(image.format or "")
         except ImageError as exc:
             problems[os.fspath(path)] = str(exc)
-            logger.warning("skipping %s", exc)
+            if warn:
+                logger.warning("skipping %s", exc)
             modes.append("")
             formats.append("")
     return Inspection(paths, sizes, tuple(modes), tuple(formats), problems)

@@ -28,8 +28,7 @@ from cnnlab._backend import keras as _keras
 from cnnlab._cpu import cpu_info
 from cnnlab._version import __version__
 from cnnlab.config import Config, TrainConfig, load_config
-from cnnlab.data import load_dataset, prepare
-from cnnlab.data.pipeline import make_dataset
+from cnnlab.data.feed import Feed, describe_recipe, load_feed, resolve_folder_recipe
 from cnnlab.errors import RunError
 from cnnlab.model.builder import build_model, summary_text
 from cnnlab.model.kernels import init_first_conv
@@ -40,8 +39,6 @@ from cnnlab.training.distributed import ONE_PROCESS, Cluster, Processes, join
 
 if TYPE_CHECKING:
     import keras
-
-    from cnnlab.data import Splits
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +111,13 @@ def train(
     _log_plan(plan, backend)
     run.check_writable()  # a read-only or full disk fails here, before any work
 
-    splits = _prepare_data(plan.config)
+    feed = load_feed(plan.config)
     model = build_training_model(
-        plan.config, splits, init_filters=plan.first_epoch == 0, processes=team
+        plan.config, feed, init_filters=plan.first_epoch == 0, processes=team
     )
-    state = _start_run(run, plan, splits, model, backend, team)
-    own, checkpoint = make_callbacks(plan.config, run, has_validation=len(splits.x_val) > 0)
-    fitted = _fit(model, plan, splits, [*own, *callbacks], team, state)
+    state = _start_run(run, plan, feed, model, backend, team)
+    own, checkpoint = make_callbacks(plan.config, run, has_validation=feed.count("val") > 0)
+    fitted = _fit(model, plan, feed, [*own, *callbacks], team, state)
     team.finish()
     if not team.writes:  # the run folder is process 0's; this one keeps its model in memory
         return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
@@ -158,20 +155,8 @@ def _log_plan(plan: Plan, backend: str) -> None:
     log.info("configuration:\n%s", plan.config.to_toml().rstrip())
 
 
-def _prepare_data(config: Config) -> Splits:
-    dataset = load_dataset(
-        config.data.dataset, config.data.data_dir or None, download=config.data.download
-    )
-    return prepare(
-        dataset,
-        validation_split=config.data.validation_split,
-        seed=config.train.seed,
-        limit=config.data.limit or None,
-    )
-
-
 def _start_run(
-    run: Run, plan: Plan, splits: Splits, model: keras.Model, backend: str, team: Processes
+    run: Run, plan: Plan, feed: Feed, model: keras.Model, backend: str, team: Processes
 ) -> RunState:
     """Create the run folder and say what runs there: config.toml and run.json ("running")
     for a new run, whose state is returned (a resumed run keeps its own), and summary.txt."""
@@ -187,10 +172,12 @@ def _start_run(
             cpu=cpu_info().to_dict(),
             precision={"policy": plan.config.train.precision, "reason": plan.precision_reason},
             dataset=plan.config.data.dataset,
-            class_names=list(splits.class_names),
-            input_shape=list(splits.input_shape),
-            train_images=len(splits.x_train),
-            validation_images=len(splits.x_val),
+            class_names=list(feed.class_names),
+            input_shape=list(feed.input_shape),
+            train_images=feed.count("train"),
+            validation_images=feed.count("val"),
+            input_recipe=feed.recipe.to_dict() if feed.recipe else {},
+            unreadable_images=feed.unreadable,
         )
         if team.describe():
             state.extra["data_parallel"] = team.describe()
@@ -203,25 +190,19 @@ def _start_run(
 def _fit(
     model: keras.Model,
     plan: Plan,
-    splits: Splits,
+    feed: Feed,
     callbacks: list[Any],
     team: Processes,
     state: RunState,
 ) -> Any:
     """Train from `plan.first_epoch` on, each process on its shard of every batch; the time it
-    takes is added to `state.train_seconds`. Returns Keras' History."""
+    takes is added to `state.train_seconds`, and the files that could not be read to
+    `state.unreadable_images`. Returns Keras' History."""
     train = plan.config.train
-    train_data = make_dataset(
-        splits.x_train,
-        splits.y_train,
-        train.batch_size,
-        shuffle=True,
-        seed=train.seed,
-        skip_epochs=plan.first_epoch,
+    train_data = feed.batches(
+        "train", train.batch_size, shuffle=True, seed=train.seed, skip_epochs=plan.first_epoch
     )
-    val_data = (
-        make_dataset(splits.x_val, splits.y_val, train.batch_size) if len(splits.x_val) else None
-    )
+    val_data = feed.batches("val", train.batch_size) if feed.count("val") else None
     started = time.perf_counter()
     fitted = model.fit(
         team.shard(train_data),
@@ -233,6 +214,7 @@ def _fit(
         verbose=1 if _is_terminal(sys.stdout) else 2,
     )
     state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
+    state.unreadable_images = {**state.unreadable_images, **feed.unreadable}
     return fitted
 
 
@@ -279,7 +261,7 @@ def _history_of(fitted: Any) -> History:
 
 def build_training_model(
     config: Config,
-    splits: Splits,
+    feed: Feed,
     *,
     init_filters: bool = True,
     processes: Processes = ONE_PROCESS,
@@ -292,9 +274,9 @@ def build_training_model(
     processes.distribute(config.train.batch_size)  # after clear_session, which forgets it
     keras.utils.set_random_seed(config.train.seed)
     with dtype_policy(config.train.precision):
-        model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
-    if init_filters:
-        init_first_conv(model, config.model.init_filters, splits.x_train)
+        model = build_model(config.model.architecture, feed.input_shape, len(feed.class_names))
+    if init_filters and config.model.init_filters != "random":
+        init_first_conv(model, config.model.init_filters, feed.sample())
     compile_model(model, config.train)
     return model
 
@@ -408,7 +390,22 @@ def resolve_defaults(config: Config) -> Config:
         changes["steps_per_execution"] = 1
     elif train.steps_per_execution == 0:
         changes["steps_per_execution"] = 1 if changes["backend"] == "torch" else 16
-    return config.replace(train=changes)
+    return config.replace(train=changes, data=_resolved_folder(config))
+
+
+def _resolved_folder(config: Config) -> dict[str, Any]:
+    """An image folder's "auto" size and colour, chosen from its pictures and said once."""
+    data = config.data
+    if not data.is_folder or "auto" not in (data.image_size, data.color):
+        return {}
+    recipe = resolve_folder_recipe(data)
+    height, width = recipe.size
+    log.info(
+        "%s (chosen from the data where auto: the median short side of the pictures, and rgb "
+        "when any picture has colour; set --image-size, --color or --resize to change)",
+        describe_recipe(recipe),
+    )
+    return {"image_size": f"{height}x{width}", "color": recipe.color}
 
 
 def _same_config_or_fail(config: Config, run: Run) -> Config:
@@ -416,6 +413,12 @@ def _same_config_or_fail(config: Config, run: Run) -> Config:
     saved = run.config()
     if saved.train.backend == "auto":  # written before cnnlab recorded the backend: TensorFlow
         saved = saved.replace(train={"backend": DEFAULT_BACKEND})
+    adopted_data = {
+        key: getattr(saved.data, key)
+        for key in ("image_size", "color")
+        if getattr(config.data, key) == "auto"
+    }
+    config = config.replace(data=adopted_data)
     adopted = {
         key: getattr(saved.train, key)
         for key, unresolved in (("seed", -1), ("precision", "auto"), ("steps_per_execution", 0))

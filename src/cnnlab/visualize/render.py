@@ -126,9 +126,10 @@ def _errors(
     from cnnlab.visualize.errors import plot_errors
 
     run = Run(_need_run(run_dir, target, "errors"))
-    splits = run.data(data_dir)
+    feed = run.data(data_dir)
     model = run.load_model(unsafe=unsafe)
-    return plot_errors(model, splits.x_test, splits.y_test, splits.class_names, n=count), ""
+    x_test, y_test = feed.arrays("test")
+    return plot_errors(model, x_test, y_test, feed.class_names, n=count), ""
 
 
 def _filters(
@@ -150,11 +151,12 @@ def _filters(
 
     run = Run(_need_run(run_dir, target, "filters --init-sets"))
     config = run.config()
-    splits = run.data(data_dir)
+    feed = run.data(data_dir)
+    sample = feed.sample()
     sets = {}
     for method in ("random", "classic", "whitening"):
-        model = build_model(config.model.architecture, splits.input_shape, len(splits.class_names))
-        name = init_first_conv(model, method, splits.x_train)
+        model = build_model(config.model.architecture, feed.input_shape, len(feed.class_names))
+        name = init_first_conv(model, method, sample)
         conv = model.get_layer(name) if name else _first_conv(model)
         kernel = conv.kernel.numpy()
         # The first 18 kernels: all that whitening sets, and the 5 classic ones plus random.
