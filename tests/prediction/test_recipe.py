@@ -209,3 +209,36 @@ def test_onnx_reads_the_recipe_and_gives_the_keras_labels(
     for ours, theirs in zip(lite.prepare(paths), predictor.prepare(paths), strict=True):
         assert ours.inputs is not None and theirs.inputs is not None
         np.testing.assert_array_equal(ours.inputs, theirs.inputs)
+
+
+@pytest.mark.skipif(not HAS_EXPORT, reason="needs cnnlab[export] (tf2onnx, onnx, onnxruntime)")
+def test_onnx_from_a_run_folder_and_served(
+    colour_run: Path, colour_pictures: dict[Path, str], tmp_path: Path
+) -> None:
+    """A model.onnx whose sidecar predates the recipe gets its run's (run.json beside it); the
+    server over it reports the recipe and answers with the folder's classes."""
+    import shutil
+    import warnings
+
+    from cnnlab.export import export
+    from cnnlab.serve import create_app
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx2")
+        from fastapi.testclient import TestClient
+
+    run = Path(shutil.copytree(colour_run, tmp_path / "run"))
+    written = export(run, ["onnx"])["onnx"]
+    sidecar = written.with_name(written.name + ".json")
+    info = json.loads(sidecar.read_text())
+    del info["input_recipe"]
+    sidecar.write_text(json.dumps(info))
+    predictor = load_predictor(run, onnx=True)
+    assert predictor.backend == "onnxruntime" and predictor.recipe == COLOUR_RECIPE
+
+    client = TestClient(create_app(written))
+    model = client.get("/api/model").json()
+    assert model["backend"] == "onnxruntime" and model["input"]["kind"] == "folder"
+    path, colour = next(iter(colour_pictures.items()))
+    answer = client.post("/api/predict", files={"file": (path.name, path.read_bytes())}).json()
+    assert answer["label"] == colour and answer["box"] is None
