@@ -125,6 +125,20 @@ def test_a_bad_picture_fails_alone_named_by_its_source(
     assert results[3].error is not None and "directory" in results[3].error
 
 
+def test_a_file_over_the_byte_limit_is_refused_before_decoding(
+    predictor: KerasPredictor,
+    colour_pictures: dict[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cnnlab.prediction.predictor
+
+    path = next(iter(colour_pictures))
+    monkeypatch.setattr(cnnlab.prediction.predictor, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    (result,) = predictor.predict([path])
+    assert result.error is not None and "byte limit" in result.error
+    assert result.error.startswith(f"{path}: ")
+
+
 def test_keep_size_is_refused_for_a_fixed_size_model(
     predictor: KerasPredictor, colour_pictures: dict[Path, str]
 ) -> None:

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.data.images import MAX_PIXELS, check_array, check_pixels, describe_source, load_image
+from cnnlab.data.images import (
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    check_array,
+    check_pixels,
+    describe_source,
+    load_image,
+)
 from cnnlab.errors import CnnlabError, ImageError
 from cnnlab.prediction.preprocess import MODEL_SIZE, Box
 
@@ -352,6 +359,12 @@ def _recipe_load(recipe: Recipe, image: Any, name: str) -> NDArray[np.uint8]:
         image = buffer
     elif isinstance(image, (str, os.PathLike)) and os.path.isdir(image):
         raise ImageError(f"{name}: is a directory, not an image file; pass an image file")
+    elif isinstance(image, (str, os.PathLike)) and os.path.isfile(image):
+        if os.path.getsize(image) > MAX_FILE_BYTES:  # the limit the garment path's reader has
+            raise ImageError(
+                f"{name}: the file is over the {MAX_FILE_BYTES:,}-byte limit; "
+                "recompress or downscale it"
+            )
     elif not isinstance(image, (str, os.PathLike)) and not hasattr(image, "read"):
         raise ImageError(
             f"{name}: not an image source; pass a path, bytes, a binary file, "
