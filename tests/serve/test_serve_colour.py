@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 from colour_run import COLOUR_CLASSES, COLOUR_RECIPE, colour_picture, encoded
@@ -90,3 +91,42 @@ def test_json_pixels_are_taken_as_grey_by_a_colour_model(colour_client: TestClie
     assert response.status_code == 200, response.text
     picture = np.asarray(decoded(response.json()["input"]["image"]))
     assert picture.shape == (16, 16, 3) and (picture == 128).all()
+
+
+def test_a_grayscale_folder_run_offers_drawing_and_grey_pixels(tmp_path: Path) -> None:
+    """A one-channel folder model: drawing suits it, its input is grey and has `pixels`."""
+    from cnnlab._backend import keras as _keras
+    from cnnlab.data.folders import Recipe
+    from cnnlab.runs import Run, RunState
+    from cnnlab.serve import create_app
+
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((12, 20, 1)),
+            keras.layers.Conv2D(2, 3, padding="same"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    recipe = Recipe((12, 20), "grayscale", "pad")
+    run = Run(tmp_path / "grey-run")
+    run.make_dir()
+    model.save(run.model_file)
+    run.write_state(RunState(class_names=["dark", "light"], input_recipe=recipe.to_dict()))
+    client = TestClient(create_app(run.dir))
+    info = client.get("/api/model").json()
+    assert info["input"] == {
+        "kind": "folder",
+        "size": [12, 20],
+        "color": "grayscale",
+        "resize": "pad",
+        "drawing": True,
+    }
+    data = encoded(colour_picture("red", (30, 30)), "png")
+    answer = client.post("/api/features", **upload(data, "red.png", "image/png")).json()
+    picture = decoded(answer["input"]["image"])
+    assert picture.mode == "L" and picture.size == (20, 12)
+    expected = recipe.load(data)[:, :, 0]
+    np.testing.assert_array_equal(np.asarray(picture), expected)
+    np.testing.assert_allclose(answer["pixels"], np.round(expected / 255, 4), atol=1e-6)
