@@ -283,3 +283,18 @@ def test_damaged_files_give_one_error_each_never_a_crash(
         else:
             assert result.error.startswith(f"{name}: ") and "\n" not in result.error
     assert any(r.error for r in results)
+
+
+def test_a_run_whose_recipe_does_not_fit_its_model_says_which_file(
+    colour_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from cnnlab.errors import RunError
+
+    run = Run(shutil.copytree(colour_run, tmp_path / "run"))
+    state = run.state()
+    state.input_recipe = Recipe((32, 32), "rgb", "crop").to_dict()
+    run.write_state(state)
+    with pytest.raises(RunError, match=r"run\.json: the input recipe \(32x32 rgb, crop\)"):
+        load_predictor(run.dir)

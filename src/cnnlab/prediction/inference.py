@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.errors import ImageError
+from cnnlab.errors import CnnlabError, ImageError, RunError
 from cnnlab.prediction.predictor import Features, Prediction, Predictor
 from cnnlab.runs import Run
 
@@ -59,7 +59,13 @@ class KerasPredictor(Predictor):
         `Run.load_model`). A `Run` already opened is used as it is."""
         run = path if isinstance(path, Run) else Run.open(path)
         recipe = run.input_recipe()  # a bad recipe fails before the model is loaded
-        return cls(run.load_model(unsafe=unsafe), run.class_names(), recipe=recipe)
+        model = run.load_model(unsafe=unsafe)
+        try:
+            return cls(model, run.class_names(), recipe=recipe)
+        except RunError:
+            raise
+        except CnnlabError as exc:  # class names or recipe that do not fit the model
+            raise RunError(f"{run.state_file}: {exc}") from None
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
