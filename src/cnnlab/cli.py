@@ -319,9 +319,12 @@ def _add_visualize(commands: Any) -> None:
     visualize.add_argument("kind", choices=KINDS, help="which picture")
     visualize.add_argument(
         "target",
-        help="run folder (for model also an architecture; for convpool and preprocess the image)",
+        help="run folder (for model also an architecture; for convpool and preprocess the image, "
+        "or for preprocess a run folder trained on images, then the image: its input recipe)",
     )
-    visualize.add_argument("image", nargs="?", help="image file for features, gradcam, convpool")
+    visualize.add_argument(
+        "image", nargs="?", help="image file for features, gradcam, convpool (and preprocess RUN)"
+    )
     visualize.add_argument("-o", "--out", type=Path, help="PNG path (default: in the run folder)")
     visualize.add_argument("--layer", help="filters: conv layer name or index (default: first)")
     visualize.add_argument(

@@ -5,8 +5,10 @@
 
 Keras' own `model.export(path, format=...)` does the conversion. Each file is written beside
 `model.keras` atomically (a temporary path, then a rename) and gets a sidecar JSON
-(`model.onnx.json`) with the class names and the input the model expects, so that a runtime
-without cnnlab or Keras still knows what the outputs mean. A model trained under a mixed
+(`model.onnx.json`) with the class names and the input the model expects (for a model trained on
+a folder, its `input_recipe`: size, colour, resize), so that a runtime without cnnlab or Keras
+still knows what the outputs mean and how to prepare a picture; an ONNX file also holds them in
+its own metadata_props. A model trained under a mixed
 precision policy (bfloat16 or float16 compute) is exported as a float32 copy: ONNX Runtime has
 no bfloat16 convolution, and float32 is what every runtime runs fastest on a CPU anyway.
 """
@@ -54,6 +56,11 @@ INPUT_RANGE = (0.0, 1.0)
 PREPROCESSING = (
     "grayscale, light object on dark background, float32 in [0, 1], shaped like input_shape "
     "(28x28x1 for Fashion-MNIST); see cnnlab.prediction.preprocess.to_model_input"
+)
+FOLDER_PREPROCESSING = (
+    "the picture upright (EXIF), transparency on white, as {color}, resized to {width}x{height} "
+    "({resize}), float32 in [0, 1] (uint8 / 255); see input_recipe and "
+    "cnnlab.data.folders.Recipe.load"
 )
 
 
@@ -131,16 +138,26 @@ def export(
 
 
 def metadata(run: str | Path, model: keras.Model) -> dict[str, Any]:
-    """What a runtime needs besides the weights: class names, input shape and range."""
+    """What a runtime needs besides the weights: class names, input shape and range, and how
+    a picture is prepared (a folder-trained run's `input_recipe`; none for the garment recipe)."""
     n_classes = int(model.output_shape[-1])
-    names = Run.open(run).class_names() or [str(i) for i in range(n_classes)]
+    opened = Run.open(run)
+    names = opened.class_names() or [str(i) for i in range(n_classes)]
+    recipe = opened.input_recipe()
+    preprocessing = PREPROCESSING
+    if recipe is not None:
+        height, width = recipe.size
+        preprocessing = FOLDER_PREPROCESSING.format(
+            color=recipe.color, width=width, height=height, resize=recipe.resize
+        )
     return {
         "model_name": model.name,
         "class_names": [str(name) for name in names],
         "input_shape": [None if v is None else int(v) for v in model.input_shape[1:]],
         "input_dtype": "float32",
         "input_range": list(INPUT_RANGE),
-        "preprocessing": PREPROCESSING,
+        "preprocessing": preprocessing,
+        **({"input_recipe": recipe.to_dict()} if recipe is not None else {}),
         "output": "class probabilities (softmax), one column per class name",
         "parameters": int(model.count_params()),
         "source_run": str(Path(run).resolve()),

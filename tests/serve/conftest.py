@@ -44,3 +44,23 @@ def images() -> list[tuple[str, np.ndarray]]:
 def live_server(app: FastAPI) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def colour_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hand-written run of a tiny RGB model with a 16x16 rgb squash folder recipe
+    (`colour_run.write_colour_run`; shared: read only)."""
+    from colour_run import write_colour_run
+
+    return write_colour_run(tmp_path_factory.mktemp("colour") / "colour-run")
+
+
+@pytest.fixture(scope="session")
+def colour_app(colour_run: Path) -> FastAPI:
+    return create_app(colour_run)
+
+
+@pytest.fixture(scope="session")
+def colour_client(colour_app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(colour_app, raise_server_exceptions=False) as test_client:
+        yield test_client

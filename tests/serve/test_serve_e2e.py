@@ -252,3 +252,50 @@ def test_a_finger_draws_on_a_phone(browser: Browser, live_server: LiveServer) ->
     assert page.evaluate("window.scrollY") == scroll_before  # the finger drew, not scrolled
     screenshot(page, "phone")
     context.close()
+
+
+def test_a_colour_photo_run_gets_its_own_page(
+    browser: Browser, colour_app: Any, tmp_path: Path
+) -> None:
+    """A folder-trained RGB run: its classes listed, no drawing pad and no garment wording, a
+    chosen photo's answer, and the input the model received shown in colour."""
+    from colour_run import colour_picture, encoded
+
+    with LiveServer(colour_app) as server:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+        page.wait_for_function("document.getElementById('model-name').textContent === 'colour_cnn'")
+        page.wait_for_function("document.getElementById('canvas').hidden")
+        assert page.locator("#model-classes").inner_text() == "Classes: red, green, blue"
+        assert page.locator("#drop-invite").is_visible()
+        words = page.locator("#try").inner_text().lower()
+        assert "light on dark" not in words and "garment" not in words
+        assert "16×16 (squash) in colour" in page.locator("#pad-hint").inner_text()
+
+        path = tmp_path / "green.jpg"
+        path.write_bytes(encoded(colour_picture("green", (64, 48)), "jpeg"))
+        page.set_input_files("#file", path)
+        page.wait_for_function("document.querySelectorAll('#top li').length === 3")
+        assert page.locator("#status strong").inner_text() == "green"
+        assert not page.locator("#drop-invite").is_visible()
+        assert not page.locator("#found-box").is_visible()
+        page.wait_for_function("document.getElementById('input-image').naturalWidth === 16")
+        green_over_red = page.locator("#input-image").evaluate(
+            """image => {
+                const canvas = document.createElement('canvas');
+                canvas.width = 16; canvas.height = 16;
+                const pen = canvas.getContext('2d');
+                pen.drawImage(image, 0, 0);
+                const [r, g] = pen.getImageData(8, 8, 1, 1).data;
+                return g - r;
+            }"""
+        )
+        assert green_over_red > 100  # the model's input is shown in colour, not grey
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "serve-colour-run.png", full_page=True)
+        context.close()
+    assert not errors, f"errors in the page: {errors}"

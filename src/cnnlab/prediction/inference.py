@@ -4,6 +4,8 @@
 right `cnnlab.prediction.predictor.Predictor`: `KerasPredictor` here, or
 `cnnlab.prediction.lite.OnnxPredictor` on ONNX Runtime. Both predict through the base class's one
 flow (`Predictor.predict`); `KerasPredictor.features` adds the feature maps the web page shows.
+Each gets the run's input recipe (`Run.input_recipe`): a folder-trained model's pictures are
+prepared as its training images were, a Fashion-MNIST-like model's with the garment recipe.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.errors import ImageError
+from cnnlab.errors import CnnlabError, ImageError, RunError
 from cnnlab.prediction.predictor import Features, Prediction, Predictor
 from cnnlab.runs import Run
 
 if TYPE_CHECKING:
     import keras
+
+    from cnnlab.data.folders import Recipe
 
 __all__ = ["KerasPredictor", "Prediction", "Predictor", "load_predictor", "predict"]
 
@@ -30,19 +34,38 @@ class KerasPredictor(Predictor):
 
     backend = "keras"
 
-    def __init__(self, model: keras.Model, class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        class_names: Sequence[str] | None = None,
+        *,
+        recipe: Recipe | None = None,
+    ) -> None:
+        """`recipe`: how pictures become inputs (None: the garment recipe); see `Predictor`."""
         self.model = model
         self.name = str(model.name)
         self.parameters = int(model.count_params())
-        super().__init__(tuple(model.input_shape)[1:], class_names, int(model.output_shape[-1]))
+        super().__init__(
+            tuple(model.input_shape)[1:],
+            class_names,
+            int(model.output_shape[-1]),
+            recipe=recipe,
+        )
 
     @classmethod
     def load(cls, path: str | Path | Run, *, unsafe: bool = False) -> KerasPredictor:
-        """A run folder's model, or a .keras file with class names from a run.json beside it
-        (`unsafe`: load a model file that holds Python code; see `Run.load_model`). A `Run`
-        already opened is used as it is."""
+        """A run folder's model, or a .keras file with class names and input recipe from a
+        run.json beside it (`unsafe`: load a model file that holds Python code; see
+        `Run.load_model`). A `Run` already opened is used as it is."""
         run = path if isinstance(path, Run) else Run.open(path)
-        return cls(run.load_model(unsafe=unsafe), run.class_names())
+        recipe = run.input_recipe()  # a bad recipe fails before the model is loaded
+        model = run.load_model(unsafe=unsafe)
+        try:
+            return cls(model, run.class_names(), recipe=recipe)
+        except RunError:
+            raise
+        except CnnlabError as exc:  # class names or recipe that do not fit the model
+            raise RunError(f"{run.state_file}: {exc}") from None
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
@@ -56,8 +79,9 @@ class KerasPredictor(Predictor):
         keep_size: bool = False,
         source: str | None = None,
     ) -> Features:
-        """The prediction for one image, the model input its found box gave, and every conv
-        and pooling layer's output for that input; `ImageError` if the picture is unusable."""
+        """The prediction for one image, the model input it gave (the found box's, with the
+        garment recipe), and every conv and pooling layer's output for that input; `ImageError`
+        if the picture is unusable."""
         from cnnlab.visualize.features import feature_maps
 
         (prepared,) = self.prepare(
@@ -81,12 +105,13 @@ def load_predictor(
 ) -> Predictor:
     """The Predictor for `path`: ONNX Runtime for an `.onnx` file (or, with `onnx`, for a run
     folder's `model.onnx`), Keras for a run folder or a `.keras` file (`unsafe`: see
-    `Run.load_model`). The run is opened once, here (or given already open)."""
+    `Run.load_model`). The run is opened once, here (or given already open). Either way the
+    predictor prepares pictures with the run's input recipe (`Run.input_recipe`)."""
     run = path if isinstance(path, Run) else Run.open(path)
     if onnx or run.is_onnx:
         from cnnlab.prediction.lite import OnnxPredictor
 
-        return OnnxPredictor.load(run.onnx_file)
+        return OnnxPredictor.load(run.onnx_file, fallback_recipe=run.input_recipe())
     return KerasPredictor.load(run, unsafe=unsafe)
 
 
@@ -96,12 +121,15 @@ def predict(
     *,
     top_k: int = 3,
     class_names: Sequence[str] | None = None,
+    recipe: Recipe | None = None,
 ) -> list[Prediction]:
-    """Predict images with a model, a Predictor, or a run folder / .keras / .onnx path."""
+    """Predict images with a model, a Predictor, or a run folder / .keras / .onnx path (a path
+    brings its run's class names and recipe; a bare Keras model takes `class_names` and
+    `recipe`, None being the garment recipe)."""
     if isinstance(model, (str, Path)):
         predictor = load_predictor(model)
     elif isinstance(model, Predictor):
         predictor = model
     else:
-        predictor = KerasPredictor(model, class_names)
+        predictor = KerasPredictor(model, class_names, recipe=recipe)
     return predictor.predict(images, top_k=top_k)

@@ -5,7 +5,8 @@
 
 Import cost and install size are a fraction of TensorFlow's (see docs/export.md). Pictures go
 through the same flow as the Keras path (`cnnlab.prediction.predictor.Predictor.predict`); class
-names come from the sidecar JSON `cnnlab export` writes beside the file (`model.onnx.json`). Needs
+names and the input recipe of a folder-trained model come from the sidecar JSON `cnnlab export`
+writes beside the file (`model.onnx.json`), so ONNX and Keras see the same inputs. Needs
 `pip install 'cnnlab[lite]'`.
 """
 
@@ -13,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError, ConfigError, RunError
 from cnnlab.prediction.predictor import Predictor
-from cnnlab.runs import read_sidecar, sidecar_class_names
+from cnnlab.runs import read_sidecar, sidecar_class_names, sidecar_path
+
+if TYPE_CHECKING:
+    from cnnlab.data.folders import Recipe
 
 
 class OnnxPredictor(Predictor):
@@ -35,7 +39,9 @@ class OnnxPredictor(Predictor):
         *,
         name: str = "model",
         parameters: int | None = None,
+        recipe: Recipe | None = None,
     ) -> None:
+        """`recipe`: how pictures become inputs (None: the garment recipe); see `Predictor`."""
         self.session = session
         self.name = name
         self.parameters = parameters
@@ -45,13 +51,15 @@ class OnnxPredictor(Predictor):
         outputs = session.get_outputs()[0].shape
         n_classes = outputs[-1] if isinstance(outputs[-1], int) else None
         try:
-            super().__init__(shape, class_names, n_classes)
+            super().__init__(shape, class_names, n_classes, recipe=recipe)
         except CnnlabError as exc:
             raise RunError(f"ONNX model: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxPredictor:
-        """Open an .onnx file; class names from its sidecar `<file>.json` if there is one.
+    def load(cls, path: str | Path, *, fallback_recipe: Recipe | None = None) -> OnnxPredictor:
+        """Open an .onnx file; class names and input recipe from its sidecar `<file>.json` if
+        there is one (`fallback_recipe`: the recipe where the sidecar records none, e.g. the
+        run's, for a file exported before sidecars held it).
 
         (An ONNX graph holds no Python code, so there is nothing for `unsafe` to allow.)
         """
@@ -80,8 +88,26 @@ class OnnxPredictor(Predictor):
             sidecar_class_names(info),
             name=str(info.get("model_name") or path.stem),
             parameters=info.get("parameters") if isinstance(info.get("parameters"), int) else None,
+            recipe=_sidecar_recipe(path, info) or fallback_recipe,
         )
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
         return self.session.run(None, feed)[0]
+
+
+def _sidecar_recipe(path: Path, info: dict[str, Any]) -> Recipe | None:
+    """The folder recipe an export's sidecar records, or None (the garment recipe)."""
+    from cnnlab.data.folders import Recipe
+
+    recorded = info.get("input_recipe")
+    if not recorded:
+        return None
+    try:
+        if not isinstance(recorded, dict):
+            raise ConfigError(f"{recorded!r} is not an object")
+        return Recipe.from_dict(recorded)
+    except ConfigError as exc:
+        raise RunError(
+            f"{sidecar_path(path)}: unreadable input_recipe ({exc}); export the run again"
+        ) from None

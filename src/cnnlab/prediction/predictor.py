@@ -1,10 +1,14 @@
 """What every predictor shares, whatever runs the model: images in, ranked classes out.
 
 `Predictor` is the backend-neutral base and holds the one prediction flow, the same for the CLI,
-Python and the server: `prepare` turns each picture into a `Prepared` (its model inputs, one per
-framing of the found box, or its error; `cnnlab.prediction.preprocess`), `probabilities` runs the
-model on them under the predictor's lock, and each image's rows are averaged and ranked into a
-`Prediction`. A bad picture gives an error for that picture only; the others are still predicted.
+Python and the server: `prepare` turns each picture into a `Prepared` (its model inputs, or its
+error), `probabilities` runs the model on them under the predictor's lock, and each image's rows
+are averaged and ranked into a `Prediction`. How a picture becomes an input is the predictor's
+`recipe`: a model trained on a folder of images gets the recipe its run recorded
+(`cnnlab.data.folders.Recipe`: colour, size, resize mode; one input per picture, decoded exactly
+as the training images were), and None is the garment recipe of Fashion-MNIST-like models
+(`cnnlab.prediction.preprocess`: the object found, negated if dark, one input per framing of its
+box). A bad picture gives an error for that picture only; the others are still predicted.
 Its two siblings run the model: `cnnlab.prediction.inference.KerasPredictor` (Keras, any backend;
 also `features`, the feature maps the page shows) and `cnnlab.prediction.lite.OnnxPredictor` (ONNX
 Runtime, no TensorFlow). `cnnlab.prediction.inference.load_predictor` picks one for a path.
@@ -19,14 +23,24 @@ import abc
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from cnnlab.data.images import describe_source
+from cnnlab.data.images import (
+    MAX_FILE_BYTES,
+    MAX_PIXELS,
+    check_array,
+    check_pixels,
+    describe_source,
+    load_image,
+)
 from cnnlab.errors import CnnlabError, ImageError
 from cnnlab.prediction.preprocess import MODEL_SIZE, Box
+
+if TYPE_CHECKING:
+    from cnnlab.data.folders import Recipe
 
 __all__ = ["Features", "Prediction", "Predictor", "Prepared", "checked_class_names"]
 
@@ -37,8 +51,9 @@ class Prepared:
 
     `inputs` is (framings, height, width, channels): the found box's input first, then its
     re-framings (`cnnlab.prediction.preprocess.FRAMINGS`); one framing for a model-ready array, a
-    blank picture, or a whole picture kept at its own size. `box` is where the object was found,
-    (left, top, right, bottom) in the picture's pixels, or None.
+    blank picture, a whole picture kept at its own size, or any picture of a folder recipe. `box`
+    is where the object was found, (left, top, right, bottom) in the picture's pixels, or None
+    (always None with a folder recipe: nothing is looked for).
     """
 
     source: str
@@ -101,7 +116,7 @@ class Predictor(abc.ABC):
     """A loaded model with its class names and input size: load once, predict many times.
 
     A subclass sets `backend`, `name` and `parameters`, calls `Predictor.__init__` with the
-    model's input shape and class names, and implements `_forward`.
+    model's input shape, class names and recipe, and implements `_forward`.
     """
 
     backend: str = ""
@@ -113,13 +128,20 @@ class Predictor(abc.ABC):
         input_shape: tuple[int | None, ...],
         class_names: Sequence[str] | None,
         n_classes: int | None,
+        *,
+        recipe: Recipe | None = None,
     ) -> None:
-        """Record the (H, W, C) input (an open height or width is fed at 28x28) and the
-        class names (checked against the number of outputs)."""
+        """Record the (H, W, C) input (an open height or width is fed at the recipe's size, or
+        28x28), the class names (checked against the number of outputs) and the recipe that
+        makes a picture into an input (None: the garment recipe; checked against the input)."""
         self.input_shape = input_shape
-        height, width = input_shape[0] or MODEL_SIZE[0], input_shape[1] or MODEL_SIZE[1]
+        self.recipe = recipe
+        default = recipe.size if recipe is not None else MODEL_SIZE
+        height, width = input_shape[0] or default[0], input_shape[1] or default[1]
         self.size = (int(height), int(width))
-        self.channels = int(input_shape[-1] or 1)
+        self.channels = int(input_shape[-1] or (recipe.channels if recipe is not None else 1))
+        if recipe is not None:
+            _check_recipe(recipe, self.size, self.channels)
         self.class_names = checked_class_names(class_names, n_classes)
         self.model_lock = threading.Lock()
         """Held around every model call: Keras does not promise that one model may be called
@@ -133,6 +155,14 @@ class Predictor(abc.ABC):
     def any_input_size(self) -> bool:
         """True for a fully convolutional model, whose height and width are left open."""
         return self.input_shape[0] is None and self.input_shape[1] is None
+
+    def input_info(self) -> dict[str, Any]:
+        """How pictures become this model's input, for people and clients (`/api/model`):
+        `kind` "folder" (the run's recipe: size, color, resize) or "garment" (the object is
+        found, cropped and fitted light-on-dark in grey: no resize mode)."""
+        if self.recipe is not None:
+            return {"kind": "folder", **self.recipe.to_dict()}
+        return {"kind": "garment", "size": list(self.size), "color": "grayscale", "resize": None}
 
     # --- The flow: prepare, run the model, rank -----------------------------------------------
 
@@ -164,7 +194,8 @@ class Predictor(abc.ABC):
     ) -> list[Prepared]:
         """Each image as model inputs (every framing, the model's channels), or its error.
 
-        The one conversion every path uses (CLI, Python, the page, the API, ONNX):
+        The one conversion every path uses (CLI, Python, the page, the API, ONNX): the
+        predictor's folder `recipe` (`recipe_input`), else the garment recipe,
         `cnnlab.prediction.preprocess.prepare_image`, or `prepare_whole_image` with `keep_size`
         (then CnnlabError, before any image is read, unless this model takes any size).
         """
@@ -177,7 +208,10 @@ class Predictor(abc.ABC):
         prepared = []
         for image, source in zip(images, names, strict=True):
             try:
-                if keep_size:  # the whole picture: no box was cut out of it
+                if self.recipe is not None:
+                    array = self.recipe_input(image, source, keep_size=keep_size)
+                    prepared.append(Prepared(source, array[np.newaxis]))
+                elif keep_size:  # the whole picture: no box was cut out of it
                     picture = prepare_whole_image(image, min_size=MODEL_SIZE, name=source)
                     prepared.append(Prepared(source, self._with_channels(picture.inputs)))
                 else:
@@ -187,6 +221,48 @@ class Predictor(abc.ABC):
             except ImageError as exc:
                 prepared.append(Prepared(source, error=str(exc)))
         return prepared
+
+    def recipe_input(
+        self, image: Any, source: str | None = None, *, keep_size: bool = False
+    ) -> NDArray[np.float32]:
+        """One picture through the folder recipe: float32 (H, W, C) in [0, 1], exactly as the
+        training images were made; ImageError (naming `source`) if it is unusable.
+
+        A path, bytes or binary file goes through `Recipe.load`, the decoder the training
+        stream uses; a PIL image through `Recipe.pixels` (as `Recipe.apply`); an array already
+        at the model's (H, W, C) is taken as it is (checked, uint8 scaled to [0, 1]), any
+        other array is made a picture first. With `keep_size` (a model that takes any size)
+        the upright picture keeps its own size and only its colour is converted.
+        """
+        from PIL import Image
+
+        from cnnlab.data.folders import Recipe, scale
+
+        recipe = self.recipe
+        if recipe is None:
+            raise CnnlabError("this predictor uses the garment recipe; it has no folder recipe")
+        name = describe_source(image) if source is None else source
+        height, width = self.size
+        model_ready = ((height, width, self.channels),) + (
+            ((height, width),) if self.channels == 1 else ()
+        )
+        if isinstance(image, np.ndarray) and not keep_size and image.shape in model_ready:
+            check_array(image, name, MAX_PIXELS)
+            ready = image.astype(np.float32).reshape(height, width, self.channels)
+            return ready / np.float32(255) if image.dtype.kind in "ui" else ready
+        if keep_size or isinstance(image, np.ndarray):
+            from cnnlab.prediction.preprocess import MAX_KEEP_SIZE_EDGE, check_whole_size
+
+            picture = load_image(image, name=name)  # checked, decoded, upright
+            if keep_size:
+                edges = picture.height, picture.width
+                check_whole_size(*edges, name, MODEL_SIZE, MAX_KEEP_SIZE_EDGE)
+                recipe = Recipe(edges, recipe.color, "squash")
+            return scale(recipe.pixels(picture, name=name))
+        if isinstance(image, Image.Image):
+            check_pixels(image.width, image.height, name, MAX_PIXELS)
+            return scale(recipe.pixels(image, name=name))
+        return scale(_recipe_load(recipe, image, name))
 
     def probabilities(self, batch: NDArray[np.float32]) -> NDArray[np.float64]:
         """Class probabilities for a batch of model inputs, one row per input.
@@ -242,6 +318,12 @@ class Predictor(abc.ABC):
         """Raise CnnlabError (one line) unless this model takes images at their own size."""
         if not self.any_input_size:
             height, width = self.size
+            if self.recipe is not None:
+                raise CnnlabError(
+                    f"this model takes {width}x{height} images only (its training recipe "
+                    f"resizes every picture to that size: {self.recipe.resize}), so it cannot "
+                    "keep an image's size; leave that option out"
+                )
             raise CnnlabError(
                 f"this model takes {width}x{height} images only, so it cannot keep an image's "
                 "size; leave that option out, or train a fully convolutional model "
@@ -253,6 +335,48 @@ class Predictor(abc.ABC):
         if self.channels != 1 and len(inputs):
             return np.repeat(inputs, self.channels, axis=-1)
         return inputs
+
+
+def _check_recipe(recipe: Recipe, size: tuple[int, int], channels: int) -> None:
+    """CnnlabError unless the recipe makes inputs of the model's size and channels."""
+    if (*size, channels) != recipe.input_shape:
+        height, width = recipe.size
+        raise CnnlabError(
+            f"the input recipe ({width}x{height} {recipe.color}, {recipe.resize}) does not "
+            f"make the model's input ({size[1]}x{size[0]}x{channels}); give the recipe its "
+            "run recorded (run.json's input_recipe), or train the run again"
+        )
+
+
+def _recipe_load(recipe: Recipe, image: Any, name: str) -> NDArray[np.uint8]:
+    """`Recipe.load` (the training stream's decoder) with errors that call the picture `name`."""
+    import io
+    import os
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        buffer = io.BytesIO(bytes(image))
+        buffer.name = name  # Recipe.load names a picture by its file object's name
+        image = buffer
+    elif isinstance(image, (str, os.PathLike)) and os.path.isdir(image):
+        raise ImageError(f"{name}: is a directory, not an image file; pass an image file")
+    elif isinstance(image, (str, os.PathLike)) and os.path.isfile(image):
+        if os.path.getsize(image) > MAX_FILE_BYTES:  # the limit the garment path's reader has
+            raise ImageError(
+                f"{name}: the file is over the {MAX_FILE_BYTES:,}-byte limit; "
+                "recompress or downscale it"
+            )
+    elif not isinstance(image, (str, os.PathLike)) and not hasattr(image, "read"):
+        raise ImageError(
+            f"{name}: not an image source; pass a path, bytes, a binary file, "
+            "a PIL image or a numpy array"
+        )
+    try:
+        return recipe.load(image)
+    except ImageError as exc:
+        message, own = str(exc), describe_source(image)
+        if own != name and message.startswith(f"{own}: "):
+            message = f"{name}: {message[len(own) + 2 :]}"
+        raise ImageError(message) from None
 
 
 def checked_class_names(class_names: Sequence[str] | None, n_classes: int | None) -> list[str]:

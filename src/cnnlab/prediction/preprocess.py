@@ -286,11 +286,11 @@ def prepare_whole_image(
     if isinstance(image, np.ndarray) and (
         image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
     ):
-        _check_whole_size(image.shape[0], image.shape[1], name, min_size, max_edge)
+        check_whole_size(image.shape[0], image.shape[1], name, min_size, max_edge)
         return _model_ready(image, name)
 
     picture = load_image(image, name=name)
-    _check_whole_size(picture.height, picture.width, name, min_size, max_edge)
+    check_whole_size(picture.height, picture.width, name, min_size, max_edge)
     grey, _ = _grey_step(picture, name, max_edge)  # within max_edge already: not reduced
     found = _find_object(grey, Finder(keep="all"))
     if found.box is None:
@@ -307,9 +307,10 @@ def _model_ready(image: np.ndarray, name: str) -> PreparedImage:
     return PreparedImage(ready, bool(ready.min() == ready.max()), name)
 
 
-def _check_whole_size(
+def check_whole_size(
     height: int, width: int, name: str, min_size: tuple[int, int], max_edge: int
 ) -> None:
+    """ImageError unless a picture kept at its own size is between `min_size` and `max_edge`."""
     if height < min_size[0] or width < min_size[1]:
         raise ImageError(
             f"{name}: {width}x{height} pixels is smaller than the {min_size[1]}x{min_size[0]} "

@@ -47,6 +47,7 @@ from cnnlab.serve.schemas import (
     ClassProbability,
     FeaturesOut,
     Health,
+    InputInfo,
     KeepSize,
     LayerInfo,
     Limits,
@@ -62,7 +63,7 @@ from cnnlab.serve.service import (
     NeedsKeras,
     data_url,
     feature_grid_png,
-    gray_png,
+    input_png,
 )
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ def _add_routes(app: FastAPI) -> None:
             features=service.keras,
             keep_size=request.app.state.keep_size,
             classes=service.class_names,
+            input=InputInfo(**service.input_info),
             input_shape=list(service.predictor.input_shape),
             parameters=service.parameters,
             layers=[LayerInfo(**layer) for layer in service.layers],
@@ -241,7 +243,9 @@ def _add_routes(app: FastAPI) -> None:
             raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
         whole = _keep_size(request, keep_size)
         image = await _read_image(request)
-        return await run_in_threadpool(_features, predictor, image, service.top_k_for(top_k), whole)
+        return await run_in_threadpool(
+            _features, predictor, image, service.top_k_for(top_k), whole, service.colour_input
+        )
 
 
 def _service(request: Request) -> ModelService:
@@ -315,9 +319,14 @@ def _predict(
 
 
 def _features(
-    predictor: KerasPredictor, image: inputs.ImageInput, top_k: int, keep_size: bool = False
+    predictor: KerasPredictor,
+    image: inputs.ImageInput,
+    top_k: int,
+    keep_size: bool = False,
+    colour: bool = False,
 ) -> FeaturesOut:
-    """The predictor's features for one request's image as the page draws them."""
+    """The predictor's features for one request's image as the page draws them (`colour`: the
+    model reads colour, so its input is shown in colour and has no grey `pixels`)."""
     try:
         found = predictor.features(image.opened(), top_k, keep_size=keep_size, source=image.source)
     except ImageError as exc:
@@ -329,8 +338,8 @@ def _features(
     model_input = found.model_input
     return FeaturesOut(
         prediction=_prediction_out(found.prediction),
-        input=_picture("input", "input", model_input.shape, 1, gray_png(model_input)),
-        pixels=np.round(model_input[:, :, 0], 4).tolist(),
+        input=_picture("input", "input", model_input.shape, 1, input_png(model_input)),
+        pixels=None if colour else np.round(model_input[:, :, 0], 4).tolist(),
         layers=pictures,
     )
 

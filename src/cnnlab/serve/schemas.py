@@ -25,11 +25,15 @@ class PredictionOut(BaseModel):
     source: str = Field(description="the file name, 'body' or 'pixels'")
     label: str | None = Field(description="the most probable class")
     top: list[ClassProbability]
-    blank: bool = Field(description="nothing stood out from the background: the input is zeros")
+    blank: bool = Field(
+        description="the model's input is all zeros (garment recipe: nothing "
+        "stood out from the background)"
+    )
     box: list[int] | None = Field(
         None,
-        description="where the object was found in the uploaded picture: [left, top, right, "
-        "bottom] in its pixels (right and bottom exclusive); null for pixels or a blank picture",
+        description="garment recipe: where the object was found in the uploaded picture: "
+        "[left, top, right, bottom] in its pixels (right and bottom exclusive); null for pixels, "
+        "a blank picture, or a model with a folder recipe (the whole picture is used)",
         examples=[[52, 40, 190, 236]],
     )
 
@@ -61,10 +65,15 @@ class Picture(BaseModel):
 class FeaturesOut(BaseModel):
     prediction: PredictionOut
     input: Picture = Field(
-        description="the preprocessed input the model received for the found box (a photo's "
-        "answer is the mean over it and its re-framings, cnnlab.prediction.preprocess.FRAMINGS)"
+        description="the preprocessed input the model received, as a PNG in colour for a "
+        "colour (RGB) model, grey otherwise; garment recipe: the found box's (a photo's answer "
+        "is the mean over it and its re-framings, cnnlab.prediction.preprocess.FRAMINGS)"
     )
-    pixels: list[list[float]] = Field(description="that input's values in [0, 1], row by row")
+    pixels: list[list[float]] | None = Field(
+        description="that input's values in [0, 1], row by row, where the model reads one "
+        "grey level per pixel (its first channel for a garment model that repeats grey); null "
+        "for a colour recipe: its input is the `input` PNG"
+    )
     layers: list[Picture] = Field(description="each conv and pooling layer's output")
 
 
@@ -81,6 +90,25 @@ class Limits(BaseModel):
     max_batch_files: int
 
 
+class InputInfo(BaseModel):
+    kind: str = Field(
+        description="folder: pictures are prepared with the run's recorded recipe (the whole "
+        "picture, upright, in its colour, resized as the training images were); garment: the "
+        "Fashion-MNIST recipe (the object found, cropped, made light-on-dark grey and fitted)",
+        examples=["folder"],
+    )
+    size: list[int] = Field(description="height, width of the model's input", examples=[[64, 64]])
+    color: str = Field(description="rgb or grayscale", examples=["rgb"])
+    resize: str | None = Field(
+        description="squash, crop or pad (folder recipe); null for the garment recipe",
+        examples=["squash"],
+    )
+    drawing: bool = Field(
+        description="whether a drawing (light strokes on black) is a sensible input: the "
+        "garment recipe, or a one-channel model"
+    )
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -91,7 +119,8 @@ class ModelInfo(BaseModel):
     keep_size: bool = Field(
         False, description="whether pictures are predicted at their own size unless asked not to"
     )
-    classes: list[str]
+    classes: list[str] = Field(description="the class names, in the model's output order")
+    input: InputInfo = Field(description="how a picture becomes the model's input")
     input_shape: list[int | None]
     parameters: int | None
     layers: list[LayerInfo]
@@ -112,7 +141,8 @@ class Health(BaseModel):
 PIXELS_SCHEMA = {
     "type": "array",
     "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
-    "description": "28 rows of 28 values in [0, 1], light on dark like Fashion-MNIST",
+    "description": "the model's input size in rows of grey values in [0, 1] (28x28 for "
+    "Fashion-MNIST, light on dark; see /api/model's input); a colour model takes them as grey",
 }
 IMAGE_BODY: dict[str, Any] = {
     "requestBody": {

@@ -94,6 +94,20 @@ class ModelService:
             raise NeedsKeras(what)
         return self.predictor
 
+    @property
+    def input_info(self) -> dict[str, Any]:
+        """How a picture becomes the model's input (`Predictor.input_info`), and whether a
+        drawing suits it: the garment recipe (light on dark) or a one-channel model."""
+        info = self.predictor.input_info()
+        return {**info, "drawing": info["kind"] == "garment" or self.predictor.channels == 1}
+
+    @property
+    def colour_input(self) -> bool:
+        """True when the model reads colour through its recipe: its input has no one grey
+        level per pixel (`/api/features` then gives no `pixels`)."""
+        recipe = self.predictor.recipe
+        return recipe is not None and recipe.channels > 1
+
     def top_k_for(self, asked: int | None) -> int:
         """The top-k a request asked for, or the server's (the predictor caps it)."""
         return self.top_k if asked is None else asked
@@ -173,6 +187,19 @@ def gray_png(image: NDArray[np.float32]) -> bytes:
 
     pixels = np.round(np.clip(image.reshape(image.shape[:2]), 0, 1) * 255).astype(np.uint8)
     return to_png(Image.fromarray(pixels))
+
+
+def input_png(image: NDArray[np.float32]) -> bytes:
+    """A model input in [0, 1] as a PNG: in colour for (H, W, 3), else grey (`gray_png`).
+
+    An RGB input is rounded to 8 bits per channel, which is what a folder recipe made it from
+    (uint8 / 255), so the PNG holds exactly the model's input."""
+    from PIL import Image
+
+    if image.ndim == 3 and image.shape[-1] == 3:
+        pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        return to_png(Image.fromarray(pixels, "RGB"))
+    return gray_png(image[:, :, :1] if image.ndim == 3 else image)
 
 
 def feature_grid_png(maps: NDArray[np.float32]) -> tuple[bytes, int]:

@@ -143,7 +143,8 @@ def tile_channels(maps: NDArray[Any], columns: int | None = None) -> NDArray[np.
 def plot_features(
     model: keras.Model, image_array: NDArray[Any], *, max_channels: int = 64
 ) -> Figure:
-    """One grid of channels per conv/pooling layer, titled with its name and output shape."""
+    """One grid of channels per conv/pooling layer, titled with its name and output shape; the
+    input first (in grey, or in colour for an RGB input)."""
     import matplotlib
 
     image = as_image(image_array)
@@ -166,6 +167,12 @@ def plot_features(
         ax = subfig.subplots()
         if name == "input" and channels == 1:
             picture = ax.imshow(values[:, :, 0], cmap="gray")
+        elif name == "input" and channels == 3:  # a colour model's input, as it sees it
+            ax.imshow(np.clip(values, 0.0, 1.0))
+            ax.set_xlabel("in colour (RGB)", fontsize="small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         else:
             picture = ax.imshow(tile_channels(values[:, :, :shown]), cmap=cmap)
             ax.set_xlabel(f"{shown} channels, one per tile", fontsize="small")

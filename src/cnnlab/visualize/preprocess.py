@@ -3,12 +3,14 @@
     figure = plot_preprocess(preprocess_steps("photo.jpg"))
 
 Grey (with the box that was found), the background level found under it, the mask of what
-stood out, the crop (light on black) and the 28x28 input: a wrong crop shows at once.
+stood out, the crop (light on black) and the 28x28 input: a wrong crop shows at once. A model
+trained on a folder of images has no such steps: `plot_recipe` shows the picture and the input
+its run's recipe made of it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +20,8 @@ from cnnlab.visualize._common import figure
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from cnnlab.data.folders import Recipe
 
 BOX_COLOUR = "#e5484d"
 
@@ -59,6 +63,21 @@ def plot_preprocess(steps: Steps, title: str | None = None) -> Figure:
     _show(axes[4], steps.array[:, :, 0], f"5. model input {height}x{width}", vmin=0, vmax=1)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_recipe(picture: Any, model_input: np.ndarray, recipe: Recipe) -> Figure:
+    """Two panels: the picture (upright, as a viewer shows it) and the model input the folder
+    `recipe` made of it (colour, size, resize mode), as training made its images."""
+    fig = figure()
+    fig.set_size_inches(7.5, 3.6)
+    left, right = fig.subplots(1, 2)
+    pixels = np.asarray(picture)
+    _show(left, pixels, f"1. picture {pixels.shape[1]}x{pixels.shape[0]}")
+    height, width, channels = model_input.shape
+    shown = model_input[:, :, 0] if channels == 1 else model_input
+    _show(right, shown, f"2. model input {width}x{height} ({recipe.color}, {recipe.resize})", 0, 1)
+    fig.suptitle("The run's input recipe: the whole picture, as the training images were made")
     return fig
 
 

@@ -211,9 +211,21 @@ def _convpool(image: Any = None, **_: Any) -> tuple[Any, str]:
     return plot_convpool(to_model_input(image)), ""
 
 
-def _preprocess(image: Any = None, **_: Any) -> tuple[Any, str]:
+def _preprocess(run_dir: Path | None = None, image: Any = None, **_: Any) -> tuple[Any, str]:
+    """The garment recipe's steps; with a run folder whose model was trained on a folder of
+    images, that run's recipe instead (the picture and the input it makes)."""
     from cnnlab.prediction.preprocess import preprocess_steps
     from cnnlab.visualize.preprocess import plot_preprocess
+
+    recipe = Run(run_dir).input_recipe() if run_dir is not None else None
+    if recipe is not None:
+        from cnnlab.data.folders import scale
+        from cnnlab.data.images import load_image
+        from cnnlab.visualize.preprocess import plot_recipe
+
+        model_input = scale(recipe.load(image))  # ImageError naming the file if unusable
+        text = f"input recipe {recipe.to_dict()} (the whole picture; nothing is cropped)"
+        return plot_recipe(load_image(image).convert("RGB"), model_input, recipe), text
 
     steps = preprocess_steps(image)
     box = "nothing stood out" if steps.box is None else f"found box {list(steps.box)}"

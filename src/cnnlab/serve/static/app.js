@@ -1,5 +1,9 @@
 // cnnlab's page: draw or drop an image, see the prediction and what every layer saw.
-// Everything comes from the JSON API (see /docs); no libraries, works offline.
+// Everything comes from the JSON API (see /docs); no libraries, works offline. What the page
+// says and offers follows the run's input (/api/model's `input`): a Fashion-MNIST-like run
+// (the garment recipe) draws light on dark and shows the box where the garment was found; a
+// run trained on a folder of photos takes pictures whole, as its training images were, and
+// offers the drawing pad only where a drawing suits it (a one-channel model).
 "use strict";
 
 const BRUSH_WIDTH = 22; // canvas pixels of 280: about 2 of the model's 28
@@ -19,6 +23,9 @@ const state = {
   pending: false,
   lastSent: 0,
   timer: null,
+  drawing: true, // whether the drawing pad is offered (/api/model's input.drawing)
+  idleText: "Draw something, or choose an image.",
+  mapsText: "Draw or choose an image first.",
 };
 
 // --- Drawing ----------------------------------------------------------------------------
@@ -104,6 +111,7 @@ function showUpload(file) {
   preview.removeAttribute("src");
   preview.hidden = !file;
   if (file) preview.src = URL.createObjectURL(file);
+  $("drop-invite").hidden = state.drawing || Boolean(file);
 }
 
 function setUpFiles() {
@@ -113,6 +121,9 @@ function setUpFiles() {
   });
   const zone = $("drop-zone");
   const card = $("try");
+  zone.addEventListener("click", () => {
+    if (!state.drawing) $("file").click(); // no pad to draw on: the zone chooses a file
+  });
   card.addEventListener("dragover", (event) => {
     event.preventDefault();
     zone.classList.add("dragging");
@@ -189,7 +200,9 @@ function showAnswer(answer) {
   const status = $("status");
   status.classList.remove("error");
   if (prediction.blank) {
-    status.textContent = "Nothing stands out from the background yet.";
+    status.textContent = state.input?.kind === "folder"
+      ? "The model's input is all black."
+      : "Nothing stands out from the background yet.";
   } else {
     status.replaceChildren("Looks like ", element("strong", {}, prediction.label));
   }
@@ -203,8 +216,9 @@ function showAnswer(answer) {
   showMaps(answer.input, answer.layers);
 }
 
-// The box where the garment was found, drawn over the chosen image (which is shown
-// object-fit: contain, so the box is placed the same way), as percentages of the pad.
+// The box where the garment was found (garment recipe only; a folder run's answers have no
+// box), drawn over the chosen image (which is shown object-fit: contain, so the box is placed
+// the same way), as percentages of the pad.
 function showBox(box) {
   const outline = $("found-box");
   const preview = $("upload-preview");
@@ -283,12 +297,40 @@ function resetResults() {
   showUpload(null);
   const status = $("status");
   status.classList.remove("error");
-  status.textContent = "Draw something, or choose an image.";
+  status.textContent = state.idleText;
   $("top").replaceChildren();
   $("input-image").hidden = true;
   $("input-image").removeAttribute("src");
   $("input-empty").hidden = false;
-  $("maps").replaceChildren(element("p", { class: "muted" }, "Draw or choose an image first."));
+  $("maps").replaceChildren(element("p", { class: "muted" }, state.mapsText));
+}
+
+// What the page says and offers for this run's input. The garment recipe keeps the page as it
+// was written for Fashion-MNIST; a folder run gets its own words, its colour, and the drawing
+// pad only for a one-channel model.
+function describeInput(input) {
+  state.input = input;
+  if (!input || input.kind !== "folder") return;
+  const [height, width] = input.size;
+  const colour = input.color === "rgb" ? "in colour" : "in grey";
+  const how = `resized to ${width}×${height} (${input.resize}) ${colour}, as the training images were`;
+  state.drawing = input.drawing !== false;
+  $("canvas").hidden = !state.drawing;
+  $("drop-zone").classList.toggle("photos", !state.drawing);
+  $("drop-invite").hidden = state.drawing || state.source instanceof File;
+  $("found-box").title = "";
+  $("try-title").textContent = state.drawing ? "Draw or drop an image" : "Drop or choose an image";
+  $("pad-hint").textContent = state.drawing
+    ? `Draw, or drop any picture here: the whole picture is ${how}.`
+    : `Drop any picture here, or choose one: the whole picture is ${how}.`;
+  $("input-caption").textContent = `What the model received (${width}×${height}, ${colour})`;
+  $("input-image").alt = `The ${width}×${height} input the model received, ${colour}`;
+  state.idleText = state.drawing ? "Draw something, or choose an image." : "Choose an image, or drop one on the pad.";
+  state.mapsText = state.drawing ? "Draw or choose an image first." : "Choose an image first.";
+  if (state.source === null) {
+    $("status").textContent = state.idleText;
+    $("maps").replaceChildren(element("p", { class: "muted" }, state.mapsText));
+  }
 }
 
 // --- The model and its run ----------------------------------------------------------------
@@ -302,6 +344,10 @@ async function loadModel() {
   $("model-name").textContent = model.name;
   state.features = model.features !== false;
   $("layers").hidden = !state.features;
+  describeInput(model.input);
+  const classes = $("model-classes");
+  classes.textContent = `Classes: ${model.classes.join(", ")}`;
+  classes.hidden = false;
   document.title = `cnnlab · ${model.name}`;
   const accuracy = model.metrics?.test_accuracy;
   $("model-facts").textContent = [
