@@ -546,7 +546,7 @@ class Recipe:
             return cls((size[0], size[1]), data["color"], data["resize"])
         except (KeyError, TypeError, IndexError) as exc:
             raise ConfigError(
-                f"recipe {dict(data)!r}: expected size [H, W], color and resize ({exc!r})"
+                f"recipe {data!r}: expected size [H, W], color and resize ({exc!r})"
             ) from None
 
     def load(self, source: Source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
