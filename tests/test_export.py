@@ -202,3 +202,42 @@ def test_a_fully_convolutional_model_exports_with_open_sizes(tmp_path: Path) -> 
     np.testing.assert_allclose(
         predictor.probabilities(x), model.predict_on_batch(x), atol=EXPORT_ATOL
     )
+
+
+@needs_onnx
+def test_keras_augmentation_layers_are_left_out_of_the_export(tmp_path: Path) -> None:
+    """Keras' own RandomZoom/RandomContrast... pass a picture through at inference but leave
+    random and image-transform operations in the traced graph, which ONNX Runtime refuses to
+    load; the export leaves them out (the photos recipe's model has five)."""
+    import keras
+    import onnxruntime
+
+    from cnnlab.export import inference_model
+    from cnnlab.runs import Run, RunState
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.RandomZoom(0.1),
+            keras.layers.RandomContrast(0.2, value_range=(0, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    stripped = inference_model(model)
+    assert [type(layer).__name__ for layer in stripped.layers] == [
+        "Conv2D",
+        "GlobalAveragePooling2D",
+        "Dense",
+    ]
+    run = Run(tmp_path / "run")
+    run.make_dir()
+    run.write_state(RunState(status="finished", class_names=["a", "b", "c"]))
+    model.save(run.model_file)
+    path = export(run.dir, ["onnx"])["onnx"]
+    session = onnxruntime.InferenceSession(str(path))  # raised INVALID_GRAPH before
+    x = np.random.default_rng(0).random((5, 16, 16, 3)).astype("float32")
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, np.asarray(model.predict_on_batch(x)), atol=EXPORT_ATOL)

@@ -113,7 +113,7 @@ def export(
     target_dir = Path(out_dir) if out_dir is not None else opened.dir
     target_dir.mkdir(parents=True, exist_ok=True)
     model = opened.load_model(unsafe=unsafe)
-    exported = float32_model(model)
+    exported = float32_model(inference_model(model))
     if exported is not model:
         log.info("the model computes in %s; exporting a float32 copy", _compute_dtypes(model))
     info = metadata(run, model)
@@ -163,6 +163,23 @@ def metadata(run: str | Path, model: keras.Model) -> dict[str, Any]:
         "source_run": str(Path(run).resolve()),
         "cnnlab_version": __version__,
     }
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` without its augmentation layers (`Random*`: Keras' and cnnlab's), which pass a
+    picture through unchanged at inference. Keras' own leave random-number and image-transform
+    operations in a traced graph (StatelessRandomUniformV2, ImageProjectiveTransformV3) that
+    ONNX Runtime cannot load, although their outputs are unused. A plain stack only; the kept
+    layers are the same objects, so the weights are shared."""
+    from cnnlab._backend import keras as _keras
+
+    keras = _keras()
+    if not isinstance(model, keras.Sequential):
+        return model
+    kept = [layer for layer in model.layers if not type(layer).__name__.startswith("Random")]
+    if len(kept) == len(model.layers):
+        return model
+    return keras.Sequential([keras.Input(model.input_shape[1:]), *kept], name=model.name)
 
 
 def float32_model(model: keras.Model) -> keras.Model:
