@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -84,7 +85,53 @@ def main(work: Path, kinds: list[str]) -> dict[str, object]:
             "/api/predict", content=image.read_bytes(), headers={"content-type": "image/png"}
         )
         report["serve"] = [answer.status_code, answer.json().get("label")]
+    report.update(_folder_flow(work, step))
     return report
+
+
+def _folder_flow(work: Path, step: Any) -> dict[str, object]:
+    """Issue 27's path: a folder of colour pictures (mixed sizes, modes and formats, one file
+    that is not a picture) through train, evaluate, predict, serve and export."""
+    from fastapi.testclient import TestClient
+    from signs import make_signs
+
+    from cnnlab.serve import create_app
+
+    folder = work / "signs"
+    make_signs(folder, count=48, seed=1)
+    (folder / "red_cross" / "notes.jpg").write_text("not a picture")
+    run = work / "runs" / "signs"
+    step(
+        "folder train",
+        *("train", "--dataset", str(folder), "--image-size", "24", "--epochs", "1"),
+        *("--seed", "3", "--runs-dir", str(work / "runs"), "--name", "signs"),
+    )
+    state = json.loads((run / "run.json").read_text())
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    picture = next((folder / "green_circle").iterdir())
+    step("folder evaluate", "evaluate", str(run), "--json")
+    predicted = step("folder predict", "predict", str(run), str(picture), "--json")
+    label = json.loads(predicted[: predicted.rindex("]") + 1])[0]["label"]
+    with TestClient(create_app(run)) as client:
+        answer = client.post("/api/predict", files={"file": (picture.name, picture.read_bytes())})
+        model = client.get("/api/model").json()
+    found: dict[str, object] = {
+        "folder_recipe": state["input_recipe"],
+        "folder_classes": state["class_names"] == classes == model["classes"],
+        "folder_unreadable": [Path(p).name for p in state["unreadable_images"]],
+        "folder_predicted_known": label in classes,
+        "folder_serve": [answer.status_code, answer.json().get("label") == label],
+    }
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "jax":
+        code, _, _ = _cli("export", str(run), "--format", "onnx", "-o", str(work / "signs-onnx"))
+        if code == 0:
+            from cnnlab.prediction.inference import load_predictor
+
+            onnx = load_predictor(work / "signs-onnx" / "model.onnx").predict([picture])[0]
+            found["folder_onnx_same_label"] = onnx.label == label
+        else:
+            found["folder_onnx_same_label"] = f"export failed ({code})"
+    return found
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def _started(
         env = {
             **os.environ,
             "KERAS_BACKEND": backend,
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(HERE), str(HERE.parent / "benchmarks"), os.environ.get("PYTHONPATH", "")]
+            ),
         }
         running[backend] = subprocess.Popen(
             [sys.executable, str(HERE / script), str(work), *args],
@@ -95,6 +97,14 @@ def test_every_command_on_the_backend(
     elif backend == "jax":  # no ONNX from Keras on jax here: one line that says what to do
         code, errors = report["export_onnx"]
         assert code == 2 and len(errors) == 1 and "KERAS_BACKEND=tensorflow" in errors[0]
+    # A folder of colour pictures: streamed, its recipe recorded, its classes everywhere.
+    assert report["folder train"] == report["folder evaluate"] == report["folder predict"] == 0
+    assert report["folder_recipe"] == {"size": [24, 24], "color": "rgb", "resize": "squash"}
+    assert report["folder_classes"] and report["folder_predicted_known"]
+    assert report["folder_unreadable"] == ["notes.jpg"]
+    assert report["folder_serve"] == [200, True]
+    if backend != "jax":
+        assert report["folder_onnx_same_label"] is True
 
 
 @pytest.mark.parametrize("backend", RESUME_BACKENDS)
