@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+import os
 import struct
 import tracemalloc
 import zlib
@@ -598,3 +599,35 @@ def test_the_signs_folder_is_seeded_mixed_and_streams_whole(tmp_path: Path) -> N
     assert choose_color(found) == "rgb"
     batches = FolderBatches(data.train, Recipe((32, 32)), 16, shuffle=True, seed=0)
     assert sum(len(batches[i][1]) for i in range(len(batches))) == 48 and not batches.skipped
+
+
+def test_processes_decode_only_their_part_of_every_batch(tmp_path: Path) -> None:
+    """Data-parallel training: each process decodes its own slice of every global batch, the
+    slices together are the batch (cut to a multiple of the devices), and an unreadable
+    picture is replaced so that every slice keeps its size."""
+    from signs import make_signs
+
+    root = tmp_path / "signs"
+    make_signs(root, count=40, seed=4)
+    split = scan(root, validation_fraction=0.0).train
+    recipe = Recipe((16, 16), "rgb", "squash")
+    whole = FolderBatches(split, recipe, 8, shuffle=True, seed=2)
+    parts = [FolderBatches(split, recipe, 8, shuffle=True, seed=2) for _ in range(2)]
+    for index, part in enumerate(parts):
+        part.take_part(index, 2, 2)
+    assert len(parts[0]) == len(parts[1]) == len(whole) - (len(split) % 8 == 1)
+    for batch in range(len(parts[0])):
+        x, y = whole[batch]
+        usable = len(y) - len(y) % 2
+        (x0, y0), (x1, y1) = parts[0][batch], parts[1][batch]
+        assert len(y0) == len(y1) == usable // 2
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x[:usable])
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y[:usable])
+    broken = split.paths[int(parts[0].order[0])]
+    broken.write_bytes(b"")  # the first picture of process 0's first slice
+    for part in parts:
+        part.skipped.clear()
+    (x0, y0), (x1, y1) = parts[0][0], parts[1][0]
+    assert len(y0) == len(y1) and os.fspath(broken) in parts[0].skipped
+    with pytest.raises(ConfigError):
+        parts[0].take_part(2, 2, 2)

@@ -825,6 +825,21 @@ class FolderBatches:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # guards `skipped` and the pool's creation, not decoding
         self._cache = _make_cache(cache, self.paths, recipe)
+        self._part: tuple[int, int, int] | None = None  # (index, count, devices): `take_part`
+
+    def take_part(self, index: int, count: int, devices: int) -> None:
+        """From now on decode only one process's part of every batch (data-parallel training):
+        of each batch cut to a multiple of `devices`, the `index`-th of `count` equal slices;
+        a last batch smaller than `devices` is left out. A picture that cannot be read is
+        replaced by the next readable one in the epoch's order, so that every process feeds a
+        slice of the same size, which a data-parallel step needs, and none decodes the
+        others' pictures."""
+        if not 0 <= index < count or devices < count or devices % count:
+            raise ConfigError(
+                f"part {index} of {count} over {devices} devices: need 0 <= index < count "
+                "and devices a multiple of count"
+            )
+        self._part = (index, count, devices)
 
     @property
     def order(self) -> np.ndarray:
@@ -832,18 +847,40 @@ class FolderBatches:
         return self._order.copy()
 
     def __len__(self) -> int:
-        return math.ceil(len(self.paths) / self.batch_size)
+        batches = math.ceil(len(self.paths) / self.batch_size)
+        if self._part is not None and batches:
+            last = len(self.paths) - (batches - 1) * self.batch_size
+            batches -= last < self._part[2]  # too small to give every device a picture
+        return batches
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self._part is not None:
+            return self._part_of(index, rows)
         decoded = self._decode([int(row) for row in rows])
         kept = [
             (row, pixels) for row, pixels in zip(rows, decoded, strict=True) if pixels is not None
         ]
         if not kept:
             kept = [self._next_readable(index)]
+        return self._stacked(kept)
+
+    def _part_of(self, index: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This process's slice of batch `index` (`take_part`), each unreadable picture
+        replaced by the next readable one after the batch."""
+        part, count, devices = self._part or (0, 1, 1)
+        per_process = (len(rows) - len(rows) % devices) // count
+        mine = [int(row) for row in rows[part * per_process : (part + 1) * per_process]]
+        decoded = self._decode(mine)
+        kept = [
+            (row, pixels) if pixels is not None else self._next_readable(index)
+            for row, pixels in zip(mine, decoded, strict=True)
+        ]
+        return self._stacked(kept)
+
+    def _stacked(self, kept: Sequence[tuple[Any, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         x = np.empty((len(kept), *self.recipe.input_shape), dtype=np.float32)
         for i, (_, pixels) in enumerate(kept):
             x[i] = pixels

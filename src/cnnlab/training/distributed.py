@@ -157,8 +157,15 @@ class Processes:
     def shard(self, dataset: Any) -> Any:
         """This process's slice of every batch of `dataset` (a `keras.utils.PyDataset` of
         global batches); a last batch that does not split evenly loses at most
-        `devices - 1` images. One process on one device (or no dataset): `dataset` itself."""
+        `devices - 1` images. One process on one device (or no dataset): `dataset` itself.
+
+        A dataset that can decode only its part (an image folder's stream: `take_part`) is told
+        to, so each process reads its own pictures; arrays in memory are sliced here."""
         if dataset is None or not self.parallel:
+            return dataset
+        take_part = getattr(dataset, "take_part", None)
+        if callable(take_part):
+            take_part(self.index, self.count, self.devices)
             return dataset
         return _sharded(dataset, self)
 
