@@ -196,6 +196,13 @@ TRAIN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
     ),
     ("--seed", "train.seed", "N", "random seed; makes a run repeatable (-1: drawn and recorded)"),
     (
+        "--class-weight",
+        "train.class_weight",
+        None,
+        "auto: weigh each class's loss by its inverse frequency in the training set (an "
+        "imbalanced folder); empty: every image the same",
+    ),
+    (
         "--steps-per-execution",
         "train.steps_per_execution",
         "N",

@@ -27,6 +27,7 @@ RECIPES = ("default", "seed", "photos")
 INIT_FILTERS = ("random", "classic", "whitening")
 COLORS = ("auto", "rgb", "grayscale")
 RESIZE_MODES = ("squash", "crop", "pad")
+CLASS_WEIGHTS = ("", "auto")
 BACKENDS = ("auto", *_KERAS_BACKENDS)
 LR_SCHEDULES = ("exponential", "cosine")
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -35,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": PRECISIONS,
     "train.backend": BACKENDS,
     "train.lr_schedule": LR_SCHEDULES,
+    "train.class_weight": CLASS_WEIGHTS,
     "data.color": COLORS,
     "data.resize": RESIZE_MODES,
 }
@@ -131,6 +133,7 @@ class TrainConfig:
         "auto"  # float32, mixed_bfloat16, mixed_float16; auto: what the hardware runs fastest
     )
     backend: str = "auto"  # tensorflow, jax, torch; auto: $KERAS_BACKEND, else tensorflow
+    class_weight: str = ""  # "" (every image counts the same) or auto (inverse class frequency)
 
     def __post_init__(self) -> None:
         _check(self.recipe in RECIPES, f"train.recipe must be one of {', '.join(RECIPES)}")
@@ -160,6 +163,10 @@ class TrainConfig:
             f"train.precision must be one of {', '.join(PRECISIONS)}",
         )
         _check(self.backend in BACKENDS, f"train.backend must be one of {', '.join(BACKENDS)}")
+        _check(
+            self.class_weight in CLASS_WEIGHTS,
+            "train.class_weight must be auto (inverse class frequency) or empty (none)",
+        )
 
 
 @dataclass(frozen=True)

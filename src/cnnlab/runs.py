@@ -110,6 +110,8 @@ class RunState:
     Fashion-MNIST-like data (and for runs older than the field)."""
     unreadable_images: dict[str, str] = field(default_factory=dict)
     """Files of the dataset that could not be read and were skipped: path -> reason."""
+    class_weights: list[float] = field(default_factory=list)
+    """The loss weight of each class (`train.class_weight = "auto"`); empty: all 1."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -100,3 +100,14 @@ def test_arrays_keep_their_splits(tiny_npz: Path) -> None:
     assert feed.count("train") + feed.count("val") == 240 and feed.count("test") == 80
     labels = np.concatenate([y for _, y in feed.numpy_batches("test", 32)])
     assert np.array_equal(labels, feed.splits.y_test)
+
+
+def test_balanced_class_weights_are_inverse_frequency() -> None:
+    from cnnlab.data.feed import balanced_class_weights
+
+    assert balanced_class_weights(np.array([10, 10, 10])) == {0: 1.0, 1: 1.0, 2: 1.0}
+    counts = np.array([30, 10, 0, 20])
+    weights = balanced_class_weights(counts)  # 60 images over the 3 classes that have any
+    assert weights == {0: 0.666667, 1: 2.0, 2: 0.0, 3: 1.0}
+    totals = [weights[c] * counts[c] for c in (0, 1, 3)]
+    np.testing.assert_allclose(totals, 20.0, rtol=1e-5)  # each class adds the same to the loss

@@ -320,3 +320,30 @@ def test_a_folder_of_colour_pictures_trains_streamed_and_evaluates(tmp_path: Pat
     assert metrics["test_images"] == feed.count("test") - cut_in_test
     again = train(config)  # auto settings again: the same run, already finished
     assert again.state.epochs_run == state.epochs_run == 1
+
+
+def test_class_weight_auto_weighs_an_imbalanced_folder(tmp_path: Path) -> None:
+    """`--class-weight auto` records inverse-frequency weights from the training split."""
+    from signs import make_signs
+
+    root = tmp_path / "signs"
+    make_signs(root, count=64, seed=5)
+    for extra in sorted((root / "red_cross").iterdir())[2:]:
+        extra.unlink()  # 2 red crosses against about 8 of every other class
+    config = load_config(
+        overrides={
+            "data.dataset": str(root),
+            "data.image_size": "16",
+            "train.epochs": 1,
+            "train.seed": 3,
+            "train.class_weight": "auto",
+            "run.runs_dir": str(tmp_path / "runs"),
+        }
+    )
+    state = train(config).state
+    counts = Run(tmp_path / "runs" / "photo_cnn-signs").data().class_counts("train")
+    expected = counts.sum() / (len(counts) * counts.astype(float))
+    np.testing.assert_allclose(state.class_weights, expected, rtol=1e-5)
+    minority = state.class_names.index("red_cross")
+    assert counts[minority] < counts.min(initial=99, where=np.arange(8) != minority)
+    assert state.class_weights[minority] == max(state.class_weights)

@@ -38,7 +38,15 @@ from cnnlab.data.folders import (
 from cnnlab.data.pipeline import make_dataset
 from cnnlab.errors import DataError
 
-__all__ = ["ArrayFeed", "Feed", "FolderFeed", "SplitName", "load_feed", "resolve_folder_recipe"]
+__all__ = [
+    "ArrayFeed",
+    "Feed",
+    "FolderFeed",
+    "SplitName",
+    "balanced_class_weights",
+    "load_feed",
+    "resolve_folder_recipe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ class Feed(Protocol):
     def unreadable(self) -> dict[str, str]: ...
 
     def count(self, split: SplitName) -> int: ...
+
+    def class_counts(self, split: SplitName) -> np.ndarray: ...
 
     def batches(
         self,
@@ -105,6 +115,10 @@ class ArrayFeed:
 
     def count(self, split: SplitName) -> int:
         return len(self.arrays(split)[1])
+
+    def class_counts(self, split: SplitName) -> np.ndarray:
+        labels = np.asarray(self.arrays(split)[1]).astype(np.int64).ravel()
+        return np.bincount(labels, minlength=len(self.class_names))
 
     def batches(
         self,
@@ -172,6 +186,9 @@ class FolderFeed:
 
     def count(self, split: SplitName) -> int:
         return len(self.split(split))
+
+    def class_counts(self, split: SplitName) -> np.ndarray:
+        return self.split(split).counts(len(self.class_names))
 
     def batches(
         self,
@@ -307,3 +324,15 @@ def _without(dataset: FolderDataset, problems: dict[str, str], *, limit: int = 0
         dataset.source,
         dataset.ignored,
     )
+
+
+def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights, `n / (classes * n_c)` over the classes that have images
+    (scikit-learn's "balanced"): each class then adds the same total to the loss, and a
+    balanced dataset gets 1.0 everywhere. A class with no training image gets 0 (it cannot be
+    learned; its weight would be infinite)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return {int(c): round(float(w), 6) for c, w in enumerate(weights)}

@@ -28,7 +28,13 @@ from cnnlab._backend import keras as _keras
 from cnnlab._cpu import cpu_info
 from cnnlab._version import __version__
 from cnnlab.config import Config, TrainConfig, load_config
-from cnnlab.data.feed import Feed, describe_recipe, load_feed, resolve_folder_recipe
+from cnnlab.data.feed import (
+    Feed,
+    balanced_class_weights,
+    describe_recipe,
+    load_feed,
+    resolve_folder_recipe,
+)
 from cnnlab.errors import RunError
 from cnnlab.model.builder import build_model, summary_text
 from cnnlab.model.kernels import init_first_conv
@@ -178,6 +184,7 @@ def _start_run(
             validation_images=feed.count("val"),
             input_recipe=feed.recipe.to_dict() if feed.recipe else {},
             unreadable_images=feed.unreadable,
+            class_weights=list(_class_weights(plan.config, feed).values()),
         )
         if team.describe():
             state.extra["data_parallel"] = team.describe()
@@ -207,6 +214,7 @@ def _fit(
     fitted = model.fit(
         team.shard(train_data),
         validation_data=team.shard(val_data),
+        class_weight=_class_weights(plan.config, feed) or None,
         epochs=train.epochs,
         initial_epoch=plan.first_epoch,
         callbacks=team.choose_callbacks(callbacks),
@@ -216,6 +224,13 @@ def _fit(
     state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
     state.unreadable_images = {**state.unreadable_images, **feed.unreadable}
     return fitted
+
+
+def _class_weights(config: Config, feed: Feed) -> dict[int, float]:
+    """Each class's loss weight (`train.class_weight = "auto"`: inverse frequency), or {}."""
+    if config.train.class_weight != "auto":
+        return {}
+    return balanced_class_weights(feed.class_counts("train"))
 
 
 def _save(run: Run, state: RunState, checkpoint: Any) -> TrainResult:
