@@ -124,6 +124,27 @@ TRAIN_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
         "classic (hand-made edge/blur filters)",
     ),
     (
+        "--init",
+        "model.init",
+        "RUN",
+        "fine-tune: start from a trained run's model (a run folder or .keras file); its head is "
+        "replaced when the classes differ",
+    ),
+    (
+        "--freeze-until",
+        "model.freeze_until",
+        "LAYER",
+        "fine-tuning: the layers up to LAYER stay frozen during the head epochs (empty: all but "
+        "the head)",
+    ),
+    ("--head-epochs", "model.head_epochs", "N", "fine-tuning: epochs training the head alone"),
+    (
+        "--fine-tune-factor",
+        "model.fine_tune_factor",
+        "F",
+        "fine-tuning: after the head epochs every layer trains at the learning rate times F",
+    ),
+    (
         "--dataset",
         "data.dataset",
         "NAME",
@@ -321,13 +342,14 @@ def _add_visualize(commands: Any) -> None:
         "visualize",
         aliases=["visualise"],
         help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam, "
-        "preprocess",
+        "preprocess, batch",
     )
     visualize.add_argument("kind", choices=KINDS, help="which picture")
     visualize.add_argument(
         "target",
         help="run folder (for model also an architecture; for convpool and preprocess the image, "
-        "or for preprocess a run folder trained on images, then the image: its input recipe)",
+        "or for preprocess a run folder trained on images, then the image: its input recipe; "
+        "for batch also a folder of pictures, as `train --dataset` would read it)",
     )
     visualize.add_argument(
         "image", nargs="?", help="image file for features, gradcam, convpool (and preprocess RUN)"
@@ -335,7 +357,11 @@ def _add_visualize(commands: Any) -> None:
     visualize.add_argument("-o", "--out", type=Path, help="PNG path (default: in the run folder)")
     visualize.add_argument("--layer", help="filters: conv layer name or index (default: first)")
     visualize.add_argument(
-        "-n", "--count", type=int, default=16, help="errors: how many images (default: %(default)s)"
+        "-n",
+        "--count",
+        type=int,
+        default=16,
+        help="errors, batch: how many images (default: %(default)s)",
     )
     visualize.add_argument(
         "--init-sets",

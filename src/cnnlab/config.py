@@ -102,12 +102,22 @@ class ModelConfig:
 
     architecture: str = "basic_cnn"
     init_filters: str = "whitening"  # first conv layer: whitening (of the data), random, classic
+    # Fine-tuning: start from a trained run's model (a run folder or .keras file) instead of
+    # random weights; its classifier head is replaced when the classes differ. The layers up to
+    # `freeze_until` (default: all but the head) first train frozen for `head_epochs`, then
+    # everything trains at the learning rate times `fine_tune_factor`.
+    init: str = ""
+    freeze_until: str = ""
+    head_epochs: int = 2
+    fine_tune_factor: float = 0.1
 
     def __post_init__(self) -> None:
         _check(
             self.init_filters in INIT_FILTERS,
             f"model.init_filters must be one of {', '.join(INIT_FILTERS)}",
         )
+        _check(self.head_epochs >= 0, "model.head_epochs must be >= 0 (0: no frozen phase)")
+        _check(0 < self.fine_tune_factor <= 1, "model.fine_tune_factor must be in (0, 1]")
 
 
 @dataclass(frozen=True)

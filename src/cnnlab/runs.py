@@ -112,6 +112,9 @@ class RunState:
     """Files of the dataset that could not be read and were skipped: path -> reason."""
     class_weights: list[float] = field(default_factory=list)
     """The loss weight of each class (`train.class_weight = "auto"`); empty: all 1."""
+    started_from: dict[str, Any] = field(default_factory=dict)
+    """A fine-tuned run's start: the run it took its weights from, with that run's classes
+    and what was frozen (`model.init`); empty for new weights."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

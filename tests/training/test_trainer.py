@@ -6,12 +6,13 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from cnnlab.config import Config, load_config
-from cnnlab.errors import RunError
+from cnnlab.errors import ConfigError, RunError
 from cnnlab.runs import Run
 from cnnlab.training.trainer import train
 
@@ -347,3 +348,92 @@ def test_class_weight_auto_weighs_an_imbalanced_folder(tmp_path: Path) -> None:
     minority = state.class_names.index("red_cross")
     assert counts[minority] < counts.min(initial=99, where=np.arange(8) != minority)
     assert state.class_weights[minority] == max(state.class_weights)
+
+
+def _two_class_npz(path: Path) -> Path:
+    """Vertical vs horizontal bars: the tiny pictures, relabelled into two new classes."""
+    from synthetic import make_images
+
+    rng = np.random.default_rng(11)
+    bars_train, bars_test = np.tile(np.arange(4), 15), np.tile(np.arange(4), 5)
+    np.savez(
+        path,
+        x_train=make_images(bars_train, rng),
+        y_train=(bars_train >= 2).astype(np.int64),
+        x_test=make_images(bars_test, rng),
+        y_test=(bars_test >= 2).astype(np.int64),
+        class_names=np.array(["horizontal", "vertical"]),
+    )
+    return path
+
+
+def _fine_tune(tmp_path: Path, source: Path, name: str, **model: object) -> Any:
+    overrides = {
+        "data.dataset": str(_two_class_npz(tmp_path / "bars.npz")),
+        "data.validation_split": 0.25,
+        "model.init": str(source),
+        "train.seed": 2,
+        "train.lr_decay": 1.0,
+        "train.learning_rate": 0.01,
+        "run.runs_dir": str(tmp_path / "runs"),
+        "run.name": name,
+    }
+    overrides.update({k if "." in k else f"model.{k}": v for k, v in model.items()})
+    return train(load_config(overrides=overrides))
+
+
+def test_fine_tuning_replaces_the_head_and_keeps_frozen_layers_bit_for_bit(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """Issue 28: a 2-class head on the tiny 4-class run; while the head trains alone, every
+    other weight stays exactly the source's; the run records where it started."""
+    from cnnlab.runs import load_model
+
+    source = load_model(tiny_run)
+    result = _fine_tune(tmp_path, tiny_run, "head", head_epochs=3, **{"train.epochs": 3})
+    tuned = result.model
+    assert tuned.output_shape[-1] == 2 and tuned.layers[-1].name == "head"
+    assert result.state.class_names == ["horizontal", "vertical"]
+    for before, after in zip(source.layers[:-1], tuned.layers[:-1], strict=True):
+        for old, new in zip(before.get_weights(), after.get_weights(), strict=True):
+            assert np.array_equal(old, new), before.name  # frozen: bit for bit
+    started = result.state.started_from
+    assert started["run"] == str(tiny_run.resolve()) and started["head_epochs"] == 3
+    assert started["class_names"] == ["top", "bottom", "left", "right"]
+
+
+def test_fine_tuning_then_trains_every_layer_at_a_lower_rate(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    from cnnlab.runs import load_model
+
+    source = load_model(tiny_run)
+    result = _fine_tune(
+        tmp_path, tiny_run, "whole", head_epochs=1, **{"train.epochs": 3, "train.lr_decay": 0.9}
+    )
+    conv_before = source.layers[0].get_weights()[0]
+    conv_after = result.model.layers[0].get_weights()[0]
+    assert not np.array_equal(conv_before, conv_after)  # unfrozen in the second phase
+    rates = [row["learning_rate"] for row in result.history]  # the schedule, then a tenth
+    assert rates == pytest.approx([0.01, 0.01 * 0.9 * 0.1, 0.01 * 0.81 * 0.1], rel=1e-3)
+    assert result.state.best_metrics["val_accuracy"] >= 0.9  # bars' direction is easy
+
+
+def test_fine_tuning_refuses_what_cannot_fit(tiny_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such layer; choose one of"):
+        _fine_tune(tmp_path, tiny_run, "bad-layer", freeze_until="nope", **{"train.epochs": 1})
+    from signs import make_signs
+
+    make_signs(tmp_path / "signs", count=16, seed=1)
+    config = load_config(
+        overrides={
+            "data.dataset": str(tmp_path / "signs"),
+            "data.image_size": "16",
+            "model.init": str(tiny_run),
+            "train.epochs": 1,
+            "train.seed": 1,
+            "run.runs_dir": str(tmp_path / "runs"),
+        }
+    )
+    with pytest.raises(ConfigError, match="takes 28x28 grayscale pictures but this data gives"):
+        train(config)

@@ -96,6 +96,8 @@ class Feed(Protocol):
 
     def sample(self, count: int = SAMPLE_IMAGES) -> np.ndarray: ...
 
+    def preview(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 @dataclass(frozen=True, eq=False)
 class ArrayFeed:
@@ -149,6 +151,12 @@ class ArrayFeed:
 
     def sample(self, count: int = SAMPLE_IMAGES) -> np.ndarray:
         return self.splits.x_train  # in memory already: whitening takes what it needs
+
+    def preview(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """`count` training pictures and labels, a seeded random choice."""
+        x, y = self.arrays("train")
+        rows = np.random.default_rng(seed).permutation(len(y))[:count]
+        return x[rows], np.asarray(y)[rows]
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,6 +250,15 @@ class FolderFeed:
         batches = FolderBatches(chosen, self.recipe, 256)
         try:
             return np.concatenate([batches[i][0] for i in range(len(batches))])
+        finally:
+            batches.close()
+
+    def preview(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """`count` training pictures and labels as the shuffled stream's first batch gives
+        them (unreadable ones left out)."""
+        batches = FolderBatches(self.dataset.train, self.recipe, count, shuffle=True, seed=seed)
+        try:
+            return batches[0]
         finally:
             batches.close()
 

@@ -181,6 +181,7 @@ class TrainingState(KerasCallback):
         super().__init__()
         self.path = Path(path)
         self.callbacks = [c for c in callbacks or [] if _has_state(c)]
+        self._begun = False  # a second `fit` in this process goes on; only the first resumes
 
     @staticmethod
     def finished_epochs(path: str | Path) -> int:
@@ -194,8 +195,9 @@ class TrainingState(KerasCallback):
             return int(saved["epoch"])
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.path.is_file():
+        if self.path.is_file() and not self._begun:
             self._restore()
+        self._begun = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import numpy as np
@@ -227,7 +229,16 @@ class TrainingState(KerasCallback):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         with np.load(self.path) as saved:
-            for prefix, variables in self._variables().items():
+            current = self._variables()
+            if not _same_shapes(saved, "optimizer", current["optimizer"]):
+                # Saved in another phase of training (fine-tuning's head epochs, whose
+                # optimizer held the head's variables only): the next phase starts, as in an
+                # uninterrupted run, with a new optimizer and fresh callbacks.
+                for i, variable in enumerate(current["model"]):
+                    variable.assign(saved[f"model/{i}"])
+                log.info("resumed from %s at the start of a new phase", self.path)
+                return
+            for prefix, variables in current.items():
                 for i, variable in enumerate(variables):
                     variable.assign(saved[f"{prefix}/{i}"])
             for index, callback in enumerate(self.callbacks):
@@ -243,6 +254,14 @@ class TrainingState(KerasCallback):
                 if hasattr(callback, "best_weights"):
                     callback.best_weights = weights or None
         log.info("resumed from %s: every variable, generator and counter as it was", self.path)
+
+
+def _same_shapes(saved: Any, prefix: str, variables: list[Any]) -> bool:
+    """Whether `saved` holds exactly `variables`' count and shapes under `prefix`."""
+    keys = [key for key in saved.files if key.startswith(prefix + "/")]
+    return len(keys) == len(variables) and all(
+        tuple(saved[f"{prefix}/{i}"].shape) == tuple(v.shape) for i, v in enumerate(variables)
+    )
 
 
 def _has_state(callback: Any) -> bool:

@@ -35,7 +35,7 @@ from cnnlab.data.feed import (
     load_feed,
     resolve_folder_recipe,
 )
-from cnnlab.errors import RunError
+from cnnlab.errors import ConfigError, RunError
 from cnnlab.model.builder import build_model, summary_text
 from cnnlab.model.kernels import init_first_conv
 from cnnlab.monitoring import best_row, recorded_monitor
@@ -118,9 +118,7 @@ def train(
     run.check_writable()  # a read-only or full disk fails here, before any work
 
     feed = load_feed(plan.config)
-    model = build_training_model(
-        plan.config, feed, init_filters=plan.first_epoch == 0, processes=team
-    )
+    model = build_training_model(plan.config, feed, first_epoch=plan.first_epoch, processes=team)
     state = _start_run(run, plan, feed, model, backend, team)
     own, checkpoint = make_callbacks(plan.config, run, has_validation=feed.count("val") > 0)
     fitted = _fit(model, plan, feed, [*own, *callbacks], team, state)
@@ -185,6 +183,7 @@ def _start_run(
             input_recipe=feed.recipe.to_dict() if feed.recipe else {},
             unreadable_images=feed.unreadable,
             class_weights=list(_class_weights(plan.config, feed).values()),
+            started_from=_started_from(plan.config),
         )
         if team.describe():
             state.extra["data_parallel"] = team.describe()
@@ -211,19 +210,48 @@ def _fit(
     )
     val_data = feed.batches("val", train.batch_size) if feed.count("val") else None
     started = time.perf_counter()
-    fitted = model.fit(
-        team.shard(train_data),
-        validation_data=team.shard(val_data),
-        class_weight=_class_weights(plan.config, feed) or None,
-        epochs=train.epochs,
-        initial_epoch=plan.first_epoch,
-        callbacks=team.choose_callbacks(callbacks),
-        shuffle=False,  # the dataset reshuffles itself each epoch
-        verbose=1 if _is_terminal(sys.stdout) else 2,
-    )
+    chosen = team.choose_callbacks(callbacks)
+
+    def fit(first: int, last: int) -> Any:
+        return model.fit(
+            team.shard(train_data),
+            validation_data=team.shard(val_data),
+            class_weight=_class_weights(plan.config, feed) or None,
+            epochs=last,
+            initial_epoch=first,
+            callbacks=chosen,
+            shuffle=False,  # the dataset reshuffles itself each epoch
+            verbose=1 if _is_terminal(sys.stdout) else 2,
+        )
+
+    head_epochs = plan.config.model.head_epochs if plan.config.model.init else 0
+    if plan.first_epoch < head_epochs < train.epochs:  # fine-tuning: the head first, frozen
+        fit(plan.first_epoch, head_epochs)
+        log.info("unfreezing every layer; learning rate %g", _phase_rate(plan.config, head_epochs))
+        freeze(model, None)
+        compile_model(model, train, learning_rate=_phase_rate(plan.config, head_epochs))
+        fitted = fit(head_epochs, train.epochs)
+    else:
+        fitted = fit(plan.first_epoch, train.epochs)
     state.train_seconds = round(state.train_seconds + time.perf_counter() - started, 2)
     state.unreadable_images = {**state.unreadable_images, **feed.unreadable}
     return fitted
+
+
+def _started_from(config: Config) -> dict[str, Any]:
+    """What run.json says about a fine-tuned run's start (empty: new weights)."""
+    model = config.model
+    if not model.init:
+        return {}
+    source = Run.open(model.init)
+    return {
+        "run": str(source.dir.resolve()),
+        "model_file": str(source.model_file.resolve()),
+        "class_names": source.class_names() or [],
+        "frozen_until": model.freeze_until or "all but the head",
+        "head_epochs": model.head_epochs,
+        "fine_tune_factor": model.fine_tune_factor,
+    }
 
 
 def _class_weights(config: Config, feed: Feed) -> dict[int, float]:
@@ -278,29 +306,105 @@ def build_training_model(
     config: Config,
     feed: Feed,
     *,
-    init_filters: bool = True,
+    first_epoch: int = 0,
     processes: Processes = ONE_PROCESS,
 ) -> keras.Model:
-    """The compiled model `train` trains: a fresh seeded session, the run's precision policy,
-    the first-layer initialisation (unless resuming, when the backup has the kernels), and
-    replicas on every device of `processes`."""
+    """The compiled model `train` trains from `first_epoch` on: a fresh seeded session, the
+    run's precision policy, and replicas on every device of `processes`; new weights (the
+    first layer initialised as configured) or a trained run's (`model.init`: fine-tuning,
+    frozen but for the head during its first `head_epochs`). A resumed run's backup then
+    restores every variable, so only the shapes and the phase matter then."""
     keras = _keras()
     keras.backend.clear_session()
     processes.distribute(config.train.batch_size)  # after clear_session, which forgets it
     keras.utils.set_random_seed(config.train.seed)
     with dtype_policy(config.train.precision):
-        model = build_model(config.model.architecture, feed.input_shape, len(feed.class_names))
-    if init_filters and config.model.init_filters != "random":
+        if config.model.init:
+            model = start_from(config.model.init, feed)
+        else:
+            model = build_model(config.model.architecture, feed.input_shape, len(feed.class_names))
+    if first_epoch == 0 and not config.model.init and config.model.init_filters != "random":
         init_first_conv(model, config.model.init_filters, feed.sample())
-    compile_model(model, config.train)
+    head_phase = bool(config.model.init) and first_epoch < config.model.head_epochs
+    freeze(model, config.model.freeze_until if head_phase else None)
+    compile_model(model, config.train, learning_rate=_phase_rate(config, first_epoch))
     return model
 
 
-def compile_model(model: keras.Model, train: TrainConfig) -> None:
-    """Compile with the seed's loss and metric and the configured optimiser and execution."""
+def start_from(path: str, feed: Feed) -> keras.Model:
+    """A trained run's model (a run folder or .keras file) for `feed`'s data: as it is when it
+    was trained on the same classes, else with its classifier head (the last Dense layer)
+    replaced by a new one for `feed`'s classes. Its input must be the data's shape."""
     keras = _keras()
+    source_run = Run.open(path)
+    source = source_run.load_model()
+    shape = tuple(source.input_shape[1:])
+    if shape != tuple(feed.input_shape):
+        raise ConfigError(
+            f"{path}: its model takes {_shape_words(shape)} pictures but this data gives "
+            f"{_shape_words(feed.input_shape)}; train with --image-size and --color matching "
+            "the run's, or start from another run"
+        )
+    names = list(feed.class_names)
+    if source_run.class_names() == names and source.output_shape[-1] == len(names):
+        return source
+    head = source.layers[-1]
+    if type(head).__name__ != "Dense":
+        raise ConfigError(
+            f"{path}: its model ends in a {type(head).__name__} layer, not a Dense classifier, so "
+            "its head cannot be replaced for other classes; start from a run whose model ends in "
+            "Dense"
+        )
+    new_head = keras.layers.Dense(len(names), activation="softmax", name="head")
+    if isinstance(source, keras.Sequential):
+        body = [keras.Input(shape), *source.layers[:-1], new_head]
+        return keras.Sequential(body, name=source.name)
+    return keras.Model(source.inputs, new_head(source.layers[-2].output), name=source.name)
+
+
+def freeze(model: keras.Model, until: str | None) -> None:
+    """Freeze the layers up to `until` (a layer name; "": all but the last), or none (None)."""
+    layers = model.layers
+    if until is None:
+        stop = 0
+    elif not until:
+        stop = len(layers) - 1
+    else:
+        names = [layer.name for layer in layers]
+        if until not in names:
+            raise ConfigError(
+                f"--freeze-until {until}: the model has no such layer; choose one of "
+                f"{', '.join(names)}"
+            )
+        stop = names.index(until) + 1
+    for index, layer in enumerate(layers):
+        layer.trainable = index >= stop
+
+
+def _phase_rate(config: Config, epoch: int) -> float:
+    """The learning rate at `epoch`: the configured one, times `fine_tune_factor` once a
+    fine-tuned model trains whole (after its head epochs)."""
+    model = config.model
+    if model.init and epoch >= model.head_epochs:
+        return config.train.learning_rate * model.fine_tune_factor
+    return config.train.learning_rate
+
+
+def _shape_words(shape: Sequence[Any]) -> str:
+    height, width, channels = [*shape, None, None, None][:3]
+    colour = {1: "grayscale", 3: "rgb"}.get(channels, f"{channels}-channel")
+    return f"{height}x{width} {colour}"
+
+
+def compile_model(
+    model: keras.Model, train: TrainConfig, *, learning_rate: float | None = None
+) -> None:
+    """Compile with the seed's loss and metric and the configured optimiser and execution
+    (at `learning_rate`, default the configured one)."""
+    keras = _keras()
+    rate = train.learning_rate if learning_rate is None else learning_rate
     optimizer = keras.optimizers.get(
-        {"class_name": train.optimizer, "config": {"learning_rate": train.learning_rate}}
+        {"class_name": train.optimizer, "config": {"learning_rate": rate}}
     )
     model.compile(
         optimizer=optimizer,
@@ -338,6 +442,12 @@ def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[l
         )
     schedule = learning_rate_schedule(train)
     if schedule is not None:
+        if config.model.init:  # fine-tuning: the whole model trains at a lower rate
+            base, rate = schedule, train.learning_rate
+
+            def schedule(epoch: int) -> float:
+                return base(epoch) * _phase_rate(config, epoch) / rate
+
         callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     if train.reduce_lr_patience:
         callbacks.append(

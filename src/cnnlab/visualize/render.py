@@ -25,6 +25,7 @@ KINDS = (
     "convpool",
     "gradcam",
     "preprocess",
+    "batch",
 )
 IMAGE_ONLY = frozenset({"convpool", "preprocess"})  # `cnnlab visualize KIND IMAGE`: no run
 NEEDS_IMAGE = frozenset({"features", "convpool", "gradcam", "preprocess"})
@@ -232,6 +233,44 @@ def _preprocess(run_dir: Path | None = None, image: Any = None, **_: Any) -> tup
     return plot_preprocess(steps), f"{box} (left, top, right, bottom in the picture's pixels)"
 
 
+def _batch(
+    run_dir: Path | None,
+    target: Any,
+    count: int = 16,
+    data_dir: str | None = None,
+    unsafe: bool = False,
+    **_: Any,
+) -> tuple[Any, str]:
+    """Training pictures after the recipe and augmentation: a run's, or what
+    `cnnlab train --dataset TARGET` would train on."""
+    from cnnlab.config import load_config
+    from cnnlab.data.feed import describe_recipe, load_feed
+    from cnnlab.model.builder import build_model
+    from cnnlab.visualize.batch import augmentation_layers, augmented, plot_batch
+
+    if run_dir is not None and Run(run_dir).config_file.is_file():
+        run = Run(run_dir)
+        config, model = run.config(), run.load_model(unsafe=unsafe)
+        feed = run.data(data_dir)
+    else:
+        if run_dir is None:
+            raise CnnlabError(
+                f"{target}: neither a run folder nor a folder of pictures; `visualize batch` "
+                "takes one of them"
+            )
+        config = load_config(overrides={"data.dataset": str(target), "train.seed": 0})
+        feed = load_feed(config, data_dir=data_dir)
+        model = build_model(config.model.architecture, feed.input_shape, len(feed.class_names))
+    images, labels = feed.preview(count)
+    layers = [type(layer).__name__ for layer in augmentation_layers(model)]
+    shown = augmented(model, images)
+    how = describe_recipe(feed.recipe) if feed.recipe else "the arrays as stored"
+    title = f"{len(shown)} training pictures as the model sees them: {how}; " + (
+        f"augmented by {', '.join(layers)}" if layers else "no augmentation"
+    )
+    return plot_batch(shown, labels.tolist(), feed.class_names, title=title), ""
+
+
 _PICTURES: dict[str, Any] = {
     "model": _model,
     "history": _history,
@@ -242,4 +281,5 @@ _PICTURES: dict[str, Any] = {
     "convpool": _convpool,
     "gradcam": _gradcam,
     "preprocess": _preprocess,
+    "batch": _batch,
 }
