@@ -539,6 +539,15 @@ def _fit_surface(
 
     It starts from the outer frame's median; each round refits on the pixels whose smoothed
     value lies within 3 spreads of the last surface, so the object (far from it) drops out.
+
+    The faint parts of an object are within that band too, all on one side of the background,
+    so each round pulls the fit towards them and lets more of them in: a large, light garment
+    on white (issue 27) dragged the fit into a bowl 6 levels deep under its body, which then
+    no longer stood out, and the box was a strip beside one seam. Two rules of light stop the
+    walk: uneven light is a slope or a dome (brightest where it falls, darker towards the
+    edges: a vignette, a lamp, a flash), never a bowl, so upward curvature is taken out
+    (`_no_bowl`); and the outer frame is background, so each fit is moved up or down until
+    the frame's background pixels sit on it (their median residual is 0).
     """
     frame = _frame(grey.shape)
     level = float(np.median(grey[frame]))
@@ -559,12 +568,35 @@ def _fit_surface(
         coefficients, *_ = np.linalg.lstsq(
             used.T @ used, used.T @ values_sampled[chosen], rcond=None
         )
+        coefficients = _no_bowl(coefficients, used, values_sampled[chosen])
+        on_frame = frame & inliers
+        if on_frame.any():
+            level_there = _Surface(coefficients).at(grey.shape)[on_frame]
+            coefficients[0] += float(np.median(grey[on_frame] - level_there))
         values = smooth[inliers]
         surface = _Surface(coefficients, float(values.min()), float(values.max()))
         residual = smooth - surface.at(grey.shape)
         spread = _MAD_SIGMA * _mad(residual[inliers])
         inliers = np.abs(residual) <= max(3 * spread, _MIN_LEVEL)
     return surface, inliers
+
+
+def _no_bowl(
+    coefficients: NDArray[np.float64], design: NDArray[np.float64], values: NDArray[np.float32]
+) -> NDArray[np.float64]:
+    """The quadratic with its upward curvature (a bowl, in any direction) taken out.
+
+    The curvature (the Hessian of the quadratic) keeps its downward part; the constant and
+    the slopes are refitted under it by least squares on the same pixels (`design`, `values`).
+    """
+    c3, c4, c5 = coefficients[3:]
+    curvatures, axes = np.linalg.eigh(np.array([[2 * c3, c4], [c4, 2 * c5]]))
+    if curvatures.max() <= 0:
+        return coefficients
+    dome = (axes * np.minimum(curvatures, 0)) @ axes.T
+    quadratic = np.array([dome[0, 0] / 2, dome[0, 1], dome[1, 1] / 2])
+    plane, *_ = np.linalg.lstsq(design[:, :3], values - design[:, 3:] @ quadratic, rcond=None)
+    return np.concatenate([plane, quadratic])
 
 
 def _threshold(finder: Finder, distance: NDArray[np.float32], spread: float) -> float:
