@@ -106,8 +106,9 @@ _MIN_AREA = 0.0003  # regions under this fraction of the picture are specks
 _GROUP_AREA = 0.02  # regions under this fraction of the largest do not join its group
 _FIXED_THRESHOLD = 0.05 * 255  # Zalando's 5% (the "fixed" threshold and the old method)
 _FIT_ROUNDS = 3
-_SHARP_EDGE = 0.08  # an edge is sharp when it climbs this fraction of the object's peak per pixel
+_SHARP_EDGE = 0.08  # an edge is sharp when it climbs this fraction of the object's contrast a pixel
 _EDGE_REACH = 3  # analysis pixels: how far from a sharp edge the object's box may reach
+_EDGE_PERCENTILE = 90  # that contrast: the object's strong parts, not its darkest seam
 _MAX_TILT = 30.0  # degrees
 _TILT_STEP = 2.5
 _TILT_GAIN = 0.93  # straighten only when the upright box shrinks to this fraction or less
@@ -431,7 +432,8 @@ def _find_object(grey: NDArray[np.float32], finder: Finder) -> _Found:
     # Smoothing spreads an edge outwards; the box is where the unsmoothed pixels stand out.
     core = mask & (np.abs(small - surface.at(small.shape)) > threshold)
     if finder.keep != "all":
-        core = _near_sharp_edges(core, small, mask, float(np.percentile(distance[mask], 99.5)))
+        contrast = float(np.percentile(distance[mask], _EDGE_PERCENTILE))
+        core = _near_sharp_edges(core, small, mask, contrast)
     full_core = _upsample(core, factor, grey.shape) if core.any() else full_mask
     box = _bounds(full_core)
     if finder.keep == "all":  # the old way: the whole frame, its noise clipped below a floor
@@ -464,11 +466,18 @@ def _reframed(levels: NDArray[np.float32], box: Box, fraction: float) -> NDArray
 
 
 def _near_sharp_edges(
-    core: NDArray[np.bool_], small: NDArray[np.float32], mask: NDArray[np.bool_], peak: float
+    core: NDArray[np.bool_], small: NDArray[np.float32], mask: NDArray[np.bool_], contrast: float
 ) -> NDArray[np.bool_]:
-    """The object's pixels near a sharp edge: a soft shadow beside it has none and drops out."""
+    """The object's pixels near a sharp edge: a soft shadow beside it has none and drops out.
+
+    An edge is sharp when it climbs `_SHARP_EDGE` of `contrast` per pixel, the object's own
+    contrast with its background (the 90th percentile of its distance from it). Judged against
+    its extreme instead (the 99.5th percentile), a light garment's one dark seam or print set
+    the bar, its own faint outline never reached it, and the box shrank to the seam's
+    surroundings: narrower than the garment's own mask (issue 27).
+    """
     gradient = ndimage.gaussian_gradient_magnitude(small, 1.0)
-    sharp = (gradient > _SHARP_EDGE * peak) & ndimage.binary_dilation(mask, iterations=2)
+    sharp = (gradient > _SHARP_EDGE * contrast) & ndimage.binary_dilation(mask, iterations=2)
     if not sharp.any():
         return core
     near = core & ndimage.binary_dilation(sharp, iterations=_EDGE_REACH)
