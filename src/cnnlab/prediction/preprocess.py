@@ -106,8 +106,9 @@ _MIN_AREA = 0.0003  # regions under this fraction of the picture are specks
 _GROUP_AREA = 0.02  # regions under this fraction of the largest do not join its group
 _FIXED_THRESHOLD = 0.05 * 255  # Zalando's 5% (the "fixed" threshold and the old method)
 _FIT_ROUNDS = 3
-_SHARP_EDGE = 0.08  # an edge is sharp when it climbs this fraction of the object's peak per pixel
+_SHARP_EDGE = 0.08  # an edge is sharp when it climbs this fraction of the object's contrast a pixel
 _EDGE_REACH = 3  # analysis pixels: how far from a sharp edge the object's box may reach
+_EDGE_PERCENTILE = 90  # that contrast: the object's strong parts, not its darkest seam
 _MAX_TILT = 30.0  # degrees
 _TILT_STEP = 2.5
 _TILT_GAIN = 0.93  # straighten only when the upright box shrinks to this fraction or less
@@ -431,7 +432,8 @@ def _find_object(grey: NDArray[np.float32], finder: Finder) -> _Found:
     # Smoothing spreads an edge outwards; the box is where the unsmoothed pixels stand out.
     core = mask & (np.abs(small - surface.at(small.shape)) > threshold)
     if finder.keep != "all":
-        core = _near_sharp_edges(core, small, mask, float(np.percentile(distance[mask], 99.5)))
+        contrast = float(np.percentile(distance[mask], _EDGE_PERCENTILE))
+        core = _near_sharp_edges(core, small, mask, contrast)
     full_core = _upsample(core, factor, grey.shape) if core.any() else full_mask
     box = _bounds(full_core)
     if finder.keep == "all":  # the old way: the whole frame, its noise clipped below a floor
@@ -464,11 +466,18 @@ def _reframed(levels: NDArray[np.float32], box: Box, fraction: float) -> NDArray
 
 
 def _near_sharp_edges(
-    core: NDArray[np.bool_], small: NDArray[np.float32], mask: NDArray[np.bool_], peak: float
+    core: NDArray[np.bool_], small: NDArray[np.float32], mask: NDArray[np.bool_], contrast: float
 ) -> NDArray[np.bool_]:
-    """The object's pixels near a sharp edge: a soft shadow beside it has none and drops out."""
+    """The object's pixels near a sharp edge: a soft shadow beside it has none and drops out.
+
+    An edge is sharp when it climbs `_SHARP_EDGE` of `contrast` per pixel, the object's own
+    contrast with its background (the 90th percentile of its distance from it). Judged against
+    its extreme instead (the 99.5th percentile), a light garment's one dark seam or print set
+    the bar, its own faint outline never reached it, and the box shrank to the seam's
+    surroundings: narrower than the garment's own mask (issue 27).
+    """
     gradient = ndimage.gaussian_gradient_magnitude(small, 1.0)
-    sharp = (gradient > _SHARP_EDGE * peak) & ndimage.binary_dilation(mask, iterations=2)
+    sharp = (gradient > _SHARP_EDGE * contrast) & ndimage.binary_dilation(mask, iterations=2)
     if not sharp.any():
         return core
     near = core & ndimage.binary_dilation(sharp, iterations=_EDGE_REACH)
@@ -539,6 +548,15 @@ def _fit_surface(
 
     It starts from the outer frame's median; each round refits on the pixels whose smoothed
     value lies within 3 spreads of the last surface, so the object (far from it) drops out.
+
+    The faint parts of an object are within that band too, all on one side of the background,
+    so each round pulls the fit towards them and lets more of them in: a large, light garment
+    on white (issue 27) dragged the fit into a bowl 6 levels deep under its body, which then
+    no longer stood out, and the box was a strip beside one seam. Two rules of light stop the
+    walk: uneven light is a slope or a dome (brightest where it falls, darker towards the
+    edges: a vignette, a lamp, a flash), never a bowl, so upward curvature is taken out
+    (`_no_bowl`); and the outer frame is background, so each fit is moved up or down until
+    the frame's background pixels sit on it (their median residual is 0).
     """
     frame = _frame(grey.shape)
     level = float(np.median(grey[frame]))
@@ -559,12 +577,35 @@ def _fit_surface(
         coefficients, *_ = np.linalg.lstsq(
             used.T @ used, used.T @ values_sampled[chosen], rcond=None
         )
+        coefficients = _no_bowl(coefficients, used, values_sampled[chosen])
+        on_frame = frame & inliers
+        if on_frame.any():
+            level_there = _Surface(coefficients).at(grey.shape)[on_frame]
+            coefficients[0] += float(np.median(grey[on_frame] - level_there))
         values = smooth[inliers]
         surface = _Surface(coefficients, float(values.min()), float(values.max()))
         residual = smooth - surface.at(grey.shape)
         spread = _MAD_SIGMA * _mad(residual[inliers])
         inliers = np.abs(residual) <= max(3 * spread, _MIN_LEVEL)
     return surface, inliers
+
+
+def _no_bowl(
+    coefficients: NDArray[np.float64], design: NDArray[np.float64], values: NDArray[np.float32]
+) -> NDArray[np.float64]:
+    """The quadratic with its upward curvature (a bowl, in any direction) taken out.
+
+    The curvature (the Hessian of the quadratic) keeps its downward part; the constant and
+    the slopes are refitted under it by least squares on the same pixels (`design`, `values`).
+    """
+    c3, c4, c5 = coefficients[3:]
+    curvatures, axes = np.linalg.eigh(np.array([[2 * c3, c4], [c4, 2 * c5]]))
+    if curvatures.max() <= 0:
+        return coefficients
+    dome = (axes * np.minimum(curvatures, 0)) @ axes.T
+    quadratic = np.array([dome[0, 0] / 2, dome[0, 1], dome[1, 1] / 2])
+    plane, *_ = np.linalg.lstsq(design[:, :3], values - design[:, 3:] @ quadratic, rcond=None)
+    return np.concatenate([plane, quadratic])
 
 
 def _threshold(finder: Finder, distance: NDArray[np.float32], spread: float) -> float:
