@@ -53,6 +53,7 @@ __all__ = [
     "Unreadable",
     "check_folder",
     "fingerprint",
+    "format_report",
     "hamming",
     "near_pairs",
 ]
@@ -474,7 +475,7 @@ def _examine(path: Path, max_pixels: int) -> _Seen:
     """Decode one file in full; on failure, one word why and the decoder's words."""
     try:
         if os.path.getsize(path) == 0:
-            return _Seen(reason="empty", detail="the file is empty (0 bytes)")
+            return _Seen(reason="empty", detail="0 bytes")
         with Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:
@@ -490,7 +491,7 @@ def _examine(path: Path, max_pixels: int) -> _Seen:
                 orientation = _orientation(image)
             rgb = _to_mode(image, "RGB")
     except UnidentifiedImageError:
-        return _Seen(reason="not an image", detail="not an image Pillow can read")
+        return _Seen(reason="not an image", detail="no image format Pillow reads")
     except Image.DecompressionBombError as exc:
         return _Seen(reason="too large", detail=_said(exc))
     except OSError as exc:
@@ -573,3 +574,122 @@ def _ignored(root: Path, images: set[str]) -> tuple[Path, ...]:
             Path(folder, n) for n in sorted(names) if os.fspath(Path(folder, n)) not in images
         )
     return tuple(out)
+
+
+# -- the table for people ------------------------------------------------------------------------
+
+
+def format_report(report: Report) -> str:
+    """The report as plain text: counts per class and split, sizes and modes per split, then
+    the problems grouped (errors, warnings) and the ignored files. Paths are shown relative to
+    the folder; `Report.to_dict` has them whole."""
+
+    def rel(path: Path) -> str:
+        try:
+            return path.relative_to(report.root).as_posix()
+        except ValueError:
+            return os.fspath(path)
+
+    def spread(s: Spread | None) -> str:
+        return "-" if s is None else f"{s.min} / {s.median:g} / {s.max}"
+
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{k or '?'} {v}" for k, v in values.items()) or "-"
+
+    splits = report.splits
+    total = sum(s.images for s in splits)
+    lines = [
+        f"{report.root}: {total:,} readable images of {len(report.class_names)} classes in "
+        f"{', '.join(s.name for s in splits)} ({report.seconds:.1f} s)",
+        "",
+    ]
+    count_rows = [
+        {"class": name, **{s.name: str(s.class_counts[name]) for s in splits}}
+        for name in report.class_names
+    ]
+    count_rows.append({"class": "total", **{s.name: str(s.images) for s in splits}})
+    lines += [_table(count_rows, right=[s.name for s in splits]), ""]
+    lines.append(
+        _table(
+            [
+                {
+                    "split": s.name,
+                    "width min/median/max": spread(s.width),
+                    "height min/median/max": spread(s.height),
+                    "modes": counts(s.modes),
+                    "formats": counts(s.formats),
+                }
+                for s in splits
+            ]
+        )
+    )
+    cross = [d for d in report.duplicates if d.cross_split]
+    within = [d for d in report.duplicates if not d.cross_split]
+
+    def duplicate(d: Duplicate) -> str:
+        how = "exact: same pixels"
+        if not d.exact:
+            how = f"near: {d.distance} bits apart, similarity {d.similarity:.3f}"
+        if d.classes[0] != d.classes[1]:
+            how += f"; labelled {d.classes[0]} and {d.classes[1]}"
+        return f"    {rel(d.files[0])}  =  {rel(d.files[1])}  ({how})"
+
+    sections: list[tuple[str, str, list[str]]] = [
+        (
+            "errors: unreadable files",
+            "training skips them; re-export or remove them",
+            [f"    {rel(u.file)}: {u.reason} ({u.detail})" for u in report.unreadable],
+        ),
+        (
+            "errors: duplicates across splits",
+            "the test score counts pictures seen in training; remove one of each pair",
+            [duplicate(d) for d in cross],
+        ),
+        (
+            "warnings: duplicates within a split",
+            "each weighs twice in training",
+            [duplicate(d) for d in within],
+        ),
+    ]
+    if report.imbalanced:
+        b = report.balance
+        ratio = "no readable images" if math.isinf(b.ratio) else f"{b.ratio:.1f}x"
+        sections.append(
+            (
+                "warnings: class imbalance",
+                "",
+                [
+                    f"    {b.split}: {b.largest[0]} has {b.largest[1]} images, {b.smallest[0]} "
+                    f"{b.smallest[1]} ({ratio}); {b.suggestion}"
+                ],
+            )
+        )
+    sections.append(
+        ("ignored: not images", "README, hidden files", [f"    {rel(p)}" for p in report.ignored])
+    )
+    for title, why, items in sections:
+        if items:
+            lines += ["", f"{title} ({len(items)}){'; ' + why if why else ''}:", *items]
+    verdict = (
+        f"{report.errors} error{'s' * (report.errors != 1)}, "
+        f"{report.warnings} warning{'s' * (report.warnings != 1)}"
+    )
+    lines += ["", f"{verdict}: {'fix the errors before training' if report.errors else 'ok'}"]
+    return "\n".join(lines)
+
+
+def _table(rows: list[dict[str, str]], right: Sequence[str] = ()) -> str:
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
+
+    def cell(value: str, column: str, width: int) -> str:
+        return value.rjust(width) if column in right else value.ljust(width)
+
+    out = [
+        "  ".join(cell(c, c, w) for c, w in zip(columns, widths, strict=True)).rstrip(),
+        *(
+            "  ".join(cell(r[c], c, w) for c, w in zip(columns, widths, strict=True)).rstrip()
+            for r in rows
+        ),
+    ]
+    return "\n".join(out)
