@@ -545,15 +545,18 @@ def _duplicates(
     distinct = sorted(first.values())
     prints = [_print_of(seen[i]) for i in distinct]
     candidates = near_pairs([p.hash for p in prints], threshold)
+    closeness = np.zeros(len(candidates))
+    if len(candidates):  # confirmed in numpy: a folder of near-blank pictures has many
+        thumbs = np.stack([p.thumbnail for p in prints])
+        i, j = candidates[:, 0], candidates[:, 1]
+        close = np.einsum("ij,ij->i", thumbs[i], thumbs[j])
+        candidates, closeness = candidates[close >= similarity], close[close >= similarity]
     best: dict[tuple[int, str], tuple[int, float, int]] = {}  # (file, split) -> its best match
-    for i, j, distance in candidates.tolist():
-        close = float(prints[i].thumbnail @ prints[j].thumbnail)
-        if close < similarity:
-            continue
+    for (i, j, distance), alike in zip(candidates.tolist(), closeness.tolist(), strict=True):
         a, b = distinct[i], distinct[j]
         key = (b, files[a][1])
-        if key not in best or (distance, -close, a) < best[key]:
-            best[key] = (distance, -close, a)
+        if key not in best or (distance, -alike, a) < best[key]:
+            best[key] = (distance, -alike, a)
     found.extend(pair(a, b, False, d, -c) for (b, _), (d, c, a) in sorted(best.items()))
     return tuple(found)
 
