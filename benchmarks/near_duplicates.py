@@ -97,17 +97,18 @@ def measure(pictures: int, seed: int = 0) -> list[dict[str, object]]:
     return rows
 
 
-def make_folder(root: Path, count: int, seed: int = 0) -> None:
-    """`count` distinct small pictures (smooth random colour fields, 48..96 px, JPEG and PNG)
-    in 10 class folders under train/ and test/ (one in six to test): quick to write."""
+def make_folder(root: Path, count: int, seed: int = 0, side: int = 96) -> None:
+    """`count` distinct pictures (smooth random colour fields, `side`/2..`side` px square, JPEG
+    and PNG by turns) in 10 class folders under train/ and test/ (one in six to test): quick to
+    write."""
     rng = np.random.default_rng(seed)
     for index in range(count):
         split = "test" if (index // 10) % 6 == 0 else "train"
         folder = root / split / f"class{index % 10}"
         folder.mkdir(parents=True, exist_ok=True)
-        side = int(rng.integers(48, 97))
+        length = int(rng.integers(side // 2, side + 1))
         coarse = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), "RGB")
-        picture = coarse.resize((side, side), Image.Resampling.BILINEAR)
+        picture = coarse.resize((length, length), Image.Resampling.BILINEAR)
         if index % 2:
             picture.save(folder / f"{index:05d}.jpg", "JPEG", quality=85)
         else:
@@ -128,20 +129,22 @@ def main() -> None:
     parser.add_argument("--pictures", type=int, default=1000)
     parser.add_argument("--timing", action="store_true", help="time a 20,000-image check")
     parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--side", type=int, default=96, help="largest picture side, px")
     args = parser.parse_args()
     print(f"pHash + thumbnail on {args.pictures} sign pictures and a changed copy of each\n")
     print(table(measure(args.pictures)))
     if args.timing:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            make_folder(Path(tmp), args.count)
+            make_folder(Path(tmp), args.count, side=args.side)
             made = time.perf_counter() - started
             report = check_folder(tmp)
             print(
-                f"\n{args.count} pictures written in {made:.1f} s; check_folder: "
-                f"{report.seconds:.1f} s on {os.cpu_count()} CPUs "
+                f"\n{args.count} pictures of {args.side // 2}..{args.side} px written in "
+                f"{made:.1f} s; check_folder: {report.seconds:.1f} s on {os.cpu_count()} CPUs "
                 f"({args.count / report.seconds:.0f} images/s), {report.errors} errors, "
-                f"{len(report.duplicates)} duplicates (all false: the pictures are distinct)"
+                f"{len(report.duplicates)} duplicates found (the pictures are distinct: any "
+                "would be false)"
             )
 
 

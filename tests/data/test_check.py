@@ -199,6 +199,28 @@ def test_an_exif_turned_picture_is_measured_and_compared_upright(
     assert pair.exact and [p.name for p in pair.files] == ["0.png", "turned.png"]
 
 
+def test_a_large_jpeg_is_drafted_yet_checked_whole(tmp_path: Path) -> None:
+    """Decoded at 1/4 scale: a truncated one is still found, its size is the stored one, a
+    byte copy is an exact duplicate and a PNG of its pixels a near one."""
+    supply = iter(pictures(seed=8))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            next(supply).save(tmp_path / name / f"{index}.png")
+    big = next(supply).resize((1280, 1024), Image.Resampling.BICUBIC)
+    big.save(tmp_path / "a" / "big.jpg", "JPEG", quality=90)
+    data = (tmp_path / "a" / "big.jpg").read_bytes()
+    (tmp_path / "b" / "copy.jpg").write_bytes(data)
+    Image.open(tmp_path / "a" / "big.jpg").save(tmp_path / "b" / "pixels.png")
+    (tmp_path / "b" / "cut.jpg").write_bytes(data[: len(data) * 3 // 4])
+    report = check_folder(tmp_path)
+    assert [(u.file.name, u.reason) for u in report.unreadable] == [("cut.jpg", "truncated")]
+    pairs = {(d.files[0].name, d.files[1].name): d.exact for d in report.duplicates}
+    assert pairs == {("big.jpg", "copy.jpg"): True, ("big.jpg", "pixels.png"): False}
+    (split,) = report.splits
+    assert split.width is not None and split.width.max == 1280
+
+
 def test_ignored_files_are_named_not_errors_and_imbalance_is_a_warning(
     messy: Messy, report: Report
 ) -> None:
