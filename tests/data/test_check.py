@@ -297,6 +297,7 @@ def test_a_clean_class_folder_is_one_split_all_and_exits_0(
     assert code == 0, out["problems"]
     assert out["layout"] == "classes" and list(out["splits"]) == ["all"]
     assert out["problems"] == [] and out["errors"] == 0 and out["ignored"] == []
+    assert out["balance"]["ratio"] == 1.0  # 64 pictures over 8 classes, in turn
     assert out["splits"]["all"]["images"] == 64
 
 

@@ -274,6 +274,15 @@ class Report:
                 }
                 for s in self.splits
             },
+            "balance": {
+                "split": self.balance.split,
+                "largest": {"class": self.balance.largest[0], "images": self.balance.largest[1]},
+                "smallest": {
+                    "class": self.balance.smallest[0],
+                    "images": self.balance.smallest[1],
+                },
+                "ratio": None if math.isinf(self.balance.ratio) else round(self.balance.ratio, 2),
+            },
             "near_threshold": self.near_threshold,
             "errors": self.errors,
             "warnings": self.warnings,
@@ -431,7 +440,7 @@ def check_folder(
              zip(split.paths, split.labels, strict=True)]  # fmt: skip
     workers = max(1, threads if threads is not None else os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="cnnlab-check") as pool:
-        seen = list(pool.map(lambda f: _examine(f[0], max_pixels), files, chunksize=16))
+        seen = list(pool.map(lambda f: _examine(f[0], max_pixels), files))
 
     classes = dataset.class_names
     summaries = []
