@@ -318,6 +318,31 @@ def test_warnings_alone_exit_0_and_a_flat_folder_finds_duplicates_within_all(
     assert "0 errors, 2 warnings" in out  # the duplicate, 14 a against 4 b (3.5x)
 
 
+def test_a_test_copy_is_paired_with_its_train_original_even_beside_a_closer_test_copy(
+    tmp_path: Path,
+) -> None:
+    supply = iter(pictures(seed=9))
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for index in range(2):
+                next(supply).save(tmp_path / split / name / f"{index}.png")
+    original = next(supply)
+    original.save(tmp_path / "train/a/original.png")
+    small = original.resize((original.width * 4 // 5, original.height * 4 // 5))
+    small.save(tmp_path / "test/a/copy1.jpg", "JPEG", quality=80)
+    brighter = Image.open(tmp_path / "test/a/copy1.jpg").point(lambda v: min(255, v + 2))
+    brighter.save(tmp_path / "test/a/copy2.png")  # nearer copy1 than the original
+    found = {
+        (d.files[0].name, d.files[1].name, d.cross_split) for d in check_folder(tmp_path).duplicates
+    }
+    assert found == {
+        ("original.png", "copy1.jpg", True),
+        ("original.png", "copy2.png", True),
+        ("copy1.jpg", "copy2.png", False),
+    }
+
+
 def test_a_missing_folder_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
