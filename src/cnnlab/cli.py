@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data(commands: Any) -> None:
-    """`cnnlab data info`: which dataset files were found, and whether they check."""
+    """`cnnlab data info`: which dataset files were found, and whether they check;
+    `cnnlab data check DIR`: what an image folder holds, and what in it would bias training."""
     data = commands.add_parser("data", help="datasets: where the files are and whether they check")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     info = data_commands.add_parser(
@@ -88,6 +89,22 @@ def _add_data(commands: Any) -> None:
     _add_data_dir(info)
     info.add_argument("--no-download", action="store_true", help="never download missing files")
     info.set_defaults(handler=_data_info)
+    check = data_commands.add_parser(
+        "check",
+        help="an image folder's counts, sizes and modes; unreadable files, duplicates (also "
+        "across splits), imbalance (exit 1 on unreadable files or cross-split duplicates)",
+    )
+    check.add_argument("folder", metavar="DIR", help="class folders, or train/ (val/) test/")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--near-threshold",
+        type=int,
+        default=None,
+        metavar="BITS",
+        help="most perceptual-hash bits (of 64) two near duplicates differ in (default: 8, "
+        "measured; 0..32)",
+    )
+    check.set_defaults(handler=_data_check)
 
 
 def _add_summary(commands: Any) -> None:
@@ -554,6 +571,15 @@ def _data_info(args: argparse.Namespace) -> int:
     for problem in filter(None, problems):  # like `sha256sum -c`: list all, then fail
         _error(problem)
     return EXIT_USER_ERROR if any(problems) else 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from cnnlab.data.check import NEAR_THRESHOLD, check_folder, format_report
+
+    threshold = NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
+    report = check_folder(args.folder, near_threshold=threshold)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return report.exit_code
 
 
 def _summary(args: argparse.Namespace) -> int:
