@@ -86,7 +86,36 @@ def main(work: Path, kinds: list[str]) -> dict[str, object]:
         )
         report["serve"] = [answer.status_code, answer.json().get("label")]
     report.update(_folder_flow(work, step))
+    report.update(_fine_tune_flow(work, run, step))
     return report
+
+
+def _fine_tune_flow(work: Path, source: Path, step: Any) -> dict[str, object]:
+    """Issue 28: a 2-class head on the 4-class tiny run (vertical vs horizontal bars), its
+    frozen layers kept during the head epoch, everything trained after it."""
+    rng = np.random.default_rng(5)
+    bars = np.tile(np.arange(4), 12)
+    npz = work / "bars.npz"
+    np.savez(
+        npz,
+        x_train=make_images(bars, rng),
+        y_train=(bars >= 2).astype(np.int64),
+        x_test=make_images(bars[:16], rng),
+        y_test=(bars[:16] >= 2).astype(np.int64),
+        class_names=np.array(["horizontal", "vertical"]),
+    )
+    step(
+        "fine-tune train",
+        *("train", "--dataset", str(npz), "--init", str(source), "--epochs", "2"),
+        *("--head-epochs", "1", "--seed", "3", "--validation-split", "0.25"),
+        *("--learning-rate", "0.01", "--runs-dir", str(work / "runs"), "--name", "bars"),
+    )
+    state = json.loads((work / "runs" / "bars" / "run.json").read_text())
+    return {
+        "fine_tune_classes": state["class_names"],
+        "fine_tune_from": Path(state["started_from"]["run"]).name,
+        "fine_tune_epochs": state["epochs_run"],
+    }
 
 
 def _folder_flow(work: Path, step: Any) -> dict[str, object]:
