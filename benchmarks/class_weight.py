@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -36,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from children import cnnlab, ints, link, machine, run_child, say
 
 HERE = Path(__file__).resolve()
 WEIGHTS = ("none", "auto")
@@ -46,7 +46,7 @@ WEIGHTS = ("none", "auto")
 
 def main() -> None:
     args = _parser().parse_args()
-    seeds = _ints(args.seeds, "--seeds")
+    seeds = ints(args.seeds, "--seeds")
     sys.path.insert(0, str(HERE.parent))
     import signs
 
@@ -56,14 +56,8 @@ def main() -> None:
         raise SystemExit(f"--minority: choose among {', '.join(signs.CLASSES)}, got {unknown}")
     if not 0 < args.fraction <= 1:
         raise SystemExit(f"--fraction {args.fraction}: must be in (0, 1]")
-    from cnnlab._cpu import cpu_info
 
-    results: dict[str, Any] = {
-        "cpu": cpu_info().describe(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-    }
+    results: dict[str, Any] = machine(vars(args))
     with tempfile.TemporaryDirectory(prefix="cnnlab-class-weight-") as scratch:
         work = Path(args.work or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
@@ -71,11 +65,11 @@ def main() -> None:
         results["runs"] = runs = []
         for seed in seeds:
             for weights in WEIGHTS:
-                _say(f"== seed {seed}, class weights {weights}")
+                say(f"== seed {seed}, class weights {weights}")
                 try:
                     runs.append(_run(args, work, dataset, seed, weights))
                 except Exception as exc:  # one run failing still prints the others
-                    _say(f"failed: {exc}")
+                    say(f"failed: {exc}")
                     runs.append({"seed": seed, "weights": weights, "error": f"{exc}"})
     _print_tables(results, seeds)
     if args.json:
@@ -108,20 +102,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SystemExit(f"{flag}: comma-separated whole numbers, got {text!r}") from None
-    if not values:
-        raise SystemExit(f"{flag}: at least one number, got {text!r}")
-    return values
-
-
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _dataset(args: argparse.Namespace, work: Path, minority: list[str]) -> dict[str, Any]:
     """A pool of `signs.make_signs` pictures (reused from `--work` when made with the same count
     and seed), then train/ and test/ as hard links into it: test/ first (`--test-count` a
@@ -135,11 +115,11 @@ def _dataset(args: argparse.Namespace, work: Path, minority: list[str]) -> dict[
     wanted = {"count": count, "seed": args.seed}
     seconds = None
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        _say(f"reusing {pool}")
+        say(f"reusing {pool}")
     else:
         if pool.exists():
             shutil.rmtree(pool)
-        _say(f"generating {count:,} pictures in {pool}")
+        say(f"generating {count:,} pictures in {pool}")
         start = time.perf_counter()
         signs.make_signs(pool, count, args.seed)
         seconds = round(time.perf_counter() - start, 1)
@@ -158,7 +138,7 @@ def _dataset(args: argparse.Namespace, work: Path, minority: list[str]) -> dict[
         for split, paths in chosen.items():
             (folder / split / name).mkdir(parents=True)
             for path in paths:
-                _link(path, folder / split / name / path.name)
+                link(path, folder / split / name / path.name)
         train_counts[name] = len(chosen["train"])
     return {
         "folder": str(folder),
@@ -168,38 +148,6 @@ def _dataset(args: argparse.Namespace, work: Path, minority: list[str]) -> dict[
         "minority": minority,
         "train_per_class": train_counts,
         "test_per_class": args.test_count,
-    }
-
-
-def _link(source: Path, dest: Path) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:  # another file system
-        shutil.copy2(source, dest)
-
-
-def _cnnlab(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "cnnlab", *argv]
-
-
-def _child(command: Sequence[str], log: Path) -> dict[str, Any]:
-    """Run one process to its end, output to `log`; its wall and CPU seconds and its own peak
-    RSS. Raises with the log's tail."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    _say("$ " + shlex.join(str(c) for c in command))
-    start = time.perf_counter()
-    with log.open("w") as out:
-        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"exit status {code}; the end of {log}:\n{tail}")
-    return {
-        "wall_seconds": round(time.perf_counter() - start, 2),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_bytes": usage.ru_maxrss * 1024,  # KiB on Linux
-        "log": str(log),
     }
 
 
@@ -214,11 +162,11 @@ def _run(
         *(["--class-weight", "auto"] if weights == "auto" else []),
         *shlex.split(args.train_args),
     ]  # fmt: skip
-    figures = _child(_cnnlab(*command), work / f"{name}.log")
+    figures = run_child(cnnlab(*command), work / f"{name}.log")
     run = runs / name
     state = json.loads((run / "run.json").read_text())
     done = subprocess.run(
-        _cnnlab("evaluate", str(run), "--json"), capture_output=True, text=True,
+        cnnlab("evaluate", str(run), "--json"), capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )  # fmt: skip
     if done.returncode:

@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -50,9 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from children import cnnlab, ints, link, machine, run_child, say
 
 HERE = Path(__file__).resolve()
 METHODS = ("scratch", "fine-tune")
@@ -61,16 +61,10 @@ METHOD_WORDS = {"scratch": "from scratch", "fine-tune": "fine-tuned (--init)"}
 
 def main() -> None:
     args = _parser().parse_args()
-    counts = _ints(args.counts, "--counts")
-    seeds = _ints(args.seeds, "--seeds")
-    from cnnlab._cpu import cpu_info
+    counts = ints(args.counts, "--counts")
+    seeds = ints(args.seeds, "--seeds")
 
-    results: dict[str, Any] = {
-        "cpu": cpu_info().describe(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-    }
+    results: dict[str, Any] = machine(vars(args))
     with tempfile.TemporaryDirectory(prefix="cnnlab-fine-tune-") as scratch:
         work = Path(args.work or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
@@ -80,11 +74,11 @@ def main() -> None:
         for n in counts:
             for seed in seeds:
                 for method in METHODS:
-                    _say(f"== N={n} seed {seed} {method}")
+                    say(f"== N={n} seed {seed} {method}")
                     try:
                         runs.append(_target_run(args, work, source, target, n, seed, method))
                     except Exception as exc:  # one run failing still prints the others
-                        _say(f"failed: {exc}")
+                        say(f"failed: {exc}")
                         runs.append({"n": n, "seed": seed, "method": method, "error": f"{exc}"})
     _print_tables(results, counts, seeds)
     if args.json:
@@ -130,20 +124,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SystemExit(f"{flag}: comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise SystemExit(f"{flag}: at least one number, each 1 or more, got {text!r}")
-    return values
-
-
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 # -- folders -------------------------------------------------------------------------------------
 
 
@@ -156,11 +136,11 @@ def _generate(root: Path, count: int, seed: int) -> float | None:
     marker = root / ".made.json"  # hidden: not a class folder, not an image
     wanted = {"count": count, "seed": seed}
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        _say(f"reusing {root}")
+        say(f"reusing {root}")
         return None
     if root.exists():
         shutil.rmtree(root)
-    _say(f"generating {count:,} pictures in {root}")
+    say(f"generating {count:,} pictures in {root}")
     start = time.perf_counter()
     signs.make_signs(root, count, seed)
     seconds = time.perf_counter() - start
@@ -198,7 +178,7 @@ def _targets(args: argparse.Namespace, work: Path, counts: list[int]) -> dict[st
             for split, chosen in (("test", test), ("train", train)):
                 (folder / split / name).mkdir(parents=True)
                 for path in chosen:
-                    _link(path, folder / split / name / path.name)
+                    link(path, folder / split / name / path.name)
         folders[n] = str(folder)
     return {
         "task": args.task,
@@ -219,44 +199,12 @@ def _interleave(lists: list[list[Path]]) -> list[Path]:
     return out
 
 
-def _link(source: Path, dest: Path) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:  # another file system
-        shutil.copy2(source, dest)
-
-
 # -- runs ----------------------------------------------------------------------------------------
-
-
-def _cnnlab(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "cnnlab", *argv]
-
-
-def _child(command: Sequence[str], log: Path) -> dict[str, Any]:
-    """Run one process to its end, output to `log`; its wall and CPU seconds and its own peak
-    RSS. Raises with the log's tail."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    _say("$ " + shlex.join(str(c) for c in command))
-    start = time.perf_counter()
-    with log.open("w") as out:
-        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"exit status {code}; the end of {log}:\n{tail}")
-    return {
-        "wall_seconds": round(time.perf_counter() - start, 2),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_bytes": usage.ru_maxrss * 1024,  # KiB on Linux
-        "log": str(log),
-    }
 
 
 def _evaluate(run: Path) -> dict[str, Any]:
     done = subprocess.run(
-        _cnnlab("evaluate", str(run), "--json"), capture_output=True, text=True,
+        cnnlab("evaluate", str(run), "--json"), capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )  # fmt: skip
     if done.returncode:
@@ -292,13 +240,13 @@ def _source(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finished = (run / "run.json").is_file() and _state(run).get("status") == "finished"
     same = record.is_file() and json.loads(record.read_text()) == command
     if seconds is None and finished and same and (run / "metrics.json").is_file():
-        _say(f"reusing the source run {run}")
+        say(f"reusing the source run {run}")
         metrics = json.loads((run / "metrics.json").read_text())
         return _describe_source(run, metrics, {"reused": True, "command": command})
     runs.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
-    _say("== source")
-    figures = _child(_cnnlab(*command), work / "source-train.log")
+    say("== source")
+    figures = run_child(cnnlab(*command), work / "source-train.log")
     record.write_text(json.dumps(command))
     metrics = _evaluate(run)
     return _describe_source(
@@ -346,7 +294,7 @@ def _target_run(
         if args.head_epochs is not None:
             command += ["--head-epochs", str(args.head_epochs)]
         command += shlex.split(args.init_args)
-    figures = _child(_cnnlab(*command), work / f"{name}.log")
+    figures = run_child(cnnlab(*command), work / f"{name}.log")
     run = runs / name
     state = _state(run)
     metrics = _evaluate(run)

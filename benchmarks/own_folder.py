@@ -49,7 +49,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -57,9 +56,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from children import machine, run_child, say
 
 PARTS = ("cnnlab", "keras", "keras-strong", "pipeline", "memory")
 KERAS_SIZE = (64, 64)
@@ -80,21 +80,15 @@ def main() -> None:
         return
     args = _parser().parse_args()
     parts = _parts(args.only)
-    from cnnlab._cpu import cpu_info
 
-    results: dict[str, Any] = {
-        "cpu": cpu_info().describe(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-    }
+    results: dict[str, Any] = machine(vars(args))
     with tempfile.TemporaryDirectory(prefix="cnnlab-own-folder-") as scratch:
         work = Path(args.work or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
         if set(parts) - {"memory"}:
             dataset = _dataset(args, work, results)
         for part in parts:
-            _say(f"== {part}")
+            say(f"== {part}")
             try:
                 if part == "cnnlab":
                     results[part] = _cnnlab(args, dataset, work)
@@ -106,7 +100,7 @@ def main() -> None:
                     results[part] = _memory(args, work)
             except Exception as exc:  # one part failing still prints the others
                 results[part] = {"error": f"{type(exc).__name__}: {exc}"}
-                _say(f"{part} failed: {exc}")
+                say(f"{part} failed: {exc}")
     _print_tables(results, parts)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -159,10 +153,6 @@ def _parts(only: str) -> list[str]:
     return [p for p in PARTS if p in chosen]
 
 
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _dataset(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> Path:
     if args.dataset:
         results["dataset"] = {"folder": str(args.dataset), "generated": False}
@@ -186,14 +176,14 @@ def _generate(root: Path, count: int, seed: int, size: int | None) -> float | No
     marker = root / ".made.json"  # hidden: not a class folder, not an image
     wanted = {"count": count, "seed": seed, "size": size}
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        _say(f"reusing {root}")
+        say(f"reusing {root}")
         return None
     if root.is_dir() and any(root.iterdir()) and not marker.is_file():
-        _say(f"{root}: not made by this script; using its pictures as they are")
+        say(f"{root}: not made by this script; using its pictures as they are")
         return None
     if root.exists():  # made by this script with other settings
         shutil.rmtree(root)
-    _say(f"generating {count:,} pictures in {root}")
+    say(f"generating {count:,} pictures in {root}")
     saved = signs.SIZE_RANGE
     if size is not None:  # make_signs reads the module's range for each picture it draws
         signs.SIZE_RANGE = (size, size)
@@ -207,30 +197,6 @@ def _generate(root: Path, count: int, seed: int, size: int | None) -> float | No
     return seconds
 
 
-def _child(command: Sequence[str], log: Path) -> dict[str, Any]:
-    """Run one process to its end, output to `log`; its wall and CPU seconds and its own peak
-    RSS (wait4's, not the largest of every child so far). Raises with the log's tail."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    _say("$ " + shlex.join(str(c) for c in command))
-    started = time.time()
-    start = time.perf_counter()
-    with log.open("w") as out:
-        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    figures = {
-        "wall_seconds": round(time.perf_counter() - start, 2),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_bytes": usage.ru_maxrss * 1024,  # KiB on Linux
-        "started_at": started,
-        "log": str(log),
-    }
-    if process.returncode:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"exit status {process.returncode}; the end of {log}:\n{tail}")
-    return figures
-
-
 def _cnnlab(args: argparse.Namespace, dataset: Path, work: Path) -> dict[str, Any]:
     runs = work / "runs"
     run = runs / "cnnlab"
@@ -239,7 +205,7 @@ def _cnnlab(args: argparse.Namespace, dataset: Path, work: Path) -> dict[str, An
         "--seed", str(args.train_seed), "--runs-dir", str(runs), "--name", "cnnlab",
         "--overwrite", *shlex.split(args.cnnlab_args),
     ]  # fmt: skip
-    figures = _child(command, work / "cnnlab-train.log")
+    figures = run_child(command, work / "cnnlab-train.log")
     state = json.loads((run / "run.json").read_text())
     evaluated = subprocess.run(
         [sys.executable, "-m", "cnnlab", "evaluate", str(run), "--json"],
@@ -289,7 +255,7 @@ def _keras(args: argparse.Namespace, dataset: Path, work: Path, *, strong: bool)
     }  # fmt: skip
     spec_file = work / f"{name}-spec.json"
     spec_file.write_text(json.dumps(spec))
-    figures = _child(
+    figures = run_child(
         [sys.executable, str(HERE), "_worker", "keras", str(spec_file)], work / f"{name}.log"
     )
     found = json.loads(Path(spec["out"]).read_text())
@@ -343,7 +309,7 @@ def _pipeline(
     }  # fmt: skip
     spec_file = work / "pipeline-spec.json"
     spec_file.write_text(json.dumps(spec))
-    figures = _child(
+    figures = run_child(
         [sys.executable, str(HERE), "_worker", "pipeline", str(spec_file)], work / "pipeline.log"
     )
     found = json.loads(Path(spec["out"]).read_text())
@@ -368,7 +334,7 @@ def _memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sys.executable, str(HERE), "_worker", "memory", str(out), str(args.memory_steps), "--",
         *cnnlab_args,
     ]  # fmt: skip
-    figures = _child(command, work / "memory.log")
+    figures = run_child(command, work / "memory.log")
     found = json.loads(out.read_text()) if out.is_file() else {}
     start = figures["started_at"]
     pictures = sum(1 for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
