@@ -72,3 +72,30 @@ def test_tta_averages_with_the_flipped_images(tiny_run: Path, tiny_npz: Path) ->
     # the flip really happened, and the plain figures are reported unchanged beside it.
     assert metrics["tta"]["test_accuracy"] < metrics["test_accuracy"]
     assert "test-time augmentation" in format_report(metrics)
+
+
+def test_evaluate_reports_calibration(tiny_run: Path, tiny_npz: Path) -> None:
+    import keras
+
+    from cnnlab.calibration import expected_calibration_error, fit_temperature
+    from cnnlab.data.datasets import load_dataset, prepare
+
+    metrics = evaluate(tiny_run)
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["ece_calibrated"] <= 1
+    assert metrics["temperature"] > 0
+    assert metrics["val_nll_calibrated"] <= metrics["val_nll"]
+    # The temperature is fitted on the validation split the run trained with (a quarter of
+    # the 240 training images, seed 7), not on the test set.
+    assert metrics["calibration"]["validation_images"] == 60
+    splits = prepare(load_dataset(str(tiny_npz)), validation_split=0.25, seed=7)
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    val = np.asarray(model.predict(splits.x_val, verbose=0), dtype=np.float64)
+    assert metrics["temperature"] == pytest.approx(fit_temperature(val, splits.y_val), rel=1e-3)
+    test = np.asarray(model.predict(splits.x_test, verbose=0), dtype=np.float64)
+    assert metrics["ece"] == pytest.approx(
+        expected_calibration_error(test, splits.y_test), abs=1e-5
+    )
+    saved = json.loads((tiny_run / "metrics.json").read_text())
+    assert saved["temperature"] == metrics["temperature"]
+    assert sum(saved["calibration"]["before"]["counts"]) == 80
+    assert "calibration: ECE" in format_report(metrics)
