@@ -77,11 +77,12 @@ class Reliability:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[float] | list[int]]) -> Reliability:
+        """The table `to_dict` wrote (metrics.json's `calibration.before` and `.after`)."""
         return cls(
-            *(
-                np.asarray(data[k], dtype=np.float64)
-                for k in ("edges", "counts", "accuracy", "confidence")
-            )
+            edges=np.asarray(data["edges"], dtype=np.float64),
+            counts=np.asarray(data["counts"], dtype=np.int64),
+            accuracy=np.asarray(data["accuracy"], dtype=np.float64),
+            confidence=np.asarray(data["confidence"], dtype=np.float64),
         )
 
 

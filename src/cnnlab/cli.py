@@ -358,8 +358,8 @@ def _add_visualize(commands: Any) -> None:
     visualize = commands.add_parser(
         "visualize",
         aliases=["visualise"],
-        help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam, "
-        "preprocess, batch",
+        help="pictures: model, history, confusion, calibration (reliability before and after "
+        "the temperature), errors, filters, features, convpool, gradcam, preprocess, batch",
     )
     visualize.add_argument("kind", choices=KINDS, help="which picture")
     visualize.add_argument(
