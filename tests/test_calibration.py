@@ -7,6 +7,7 @@ import pytest
 
 from cnnlab.calibration import (
     Reliability,
+    UnsureRule,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -85,3 +86,17 @@ def test_unsure_threshold_flags_at_most_the_share() -> None:
     flagged = (probs.max(axis=1) < threshold).mean()
     assert 0.04 <= flagged <= 0.05
     assert unsure_threshold(probs, 0.0) == pytest.approx(probs.max(axis=1).min())
+
+
+def test_the_unsure_rule_from_metrics() -> None:
+    assert UnsureRule.from_metrics(None) is None
+    assert UnsureRule.from_metrics({"test_accuracy": 0.9}) is None  # evaluated before the rule
+    assert UnsureRule.from_metrics({"temperature": None, "unsure_threshold": None}) is None
+    rule = UnsureRule.from_metrics({"temperature": 2.0, "unsure_threshold": 0.6})
+    assert rule == UnsureRule(2.0, 0.6)
+    # [0.7, 0.2, 0.1] at T = 2 is proportional to the square roots: top 0.53, below 0.6.
+    assert rule.confidence(np.array([0.7, 0.2, 0.1]))[0] == pytest.approx(
+        np.sqrt(0.7) / np.sqrt([0.7, 0.2, 0.1]).sum()
+    )
+    assert rule.is_unsure(np.array([0.7, 0.2, 0.1]))
+    assert not rule.is_unsure(np.array([0.98, 0.01, 0.01]))

@@ -77,7 +77,11 @@ def test_tta_averages_with_the_flipped_images(tiny_run: Path, tiny_npz: Path) ->
 def test_evaluate_reports_calibration(tiny_run: Path, tiny_npz: Path) -> None:
     import keras
 
-    from cnnlab.calibration import expected_calibration_error, fit_temperature
+    from cnnlab.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        with_temperature,
+    )
     from cnnlab.data.datasets import load_dataset, prepare
 
     metrics = evaluate(tiny_run)
@@ -99,3 +103,11 @@ def test_evaluate_reports_calibration(tiny_run: Path, tiny_npz: Path) -> None:
     assert saved["temperature"] == metrics["temperature"]
     assert sum(saved["calibration"]["before"]["counts"]) == 80
     assert "calibration: ECE" in format_report(metrics)
+    # The unsure threshold flags at most 5% of the validation images, and is kept for predict.
+    assert 0 < metrics["unsure_threshold"] <= 1
+    assert metrics["val_unsure_share"] <= 0.05
+    assert 0 <= metrics["test_unsure_share"] <= 1
+    confidence = with_temperature(val, metrics["temperature"]).max(axis=1)
+    assert (confidence < metrics["unsure_threshold"]).mean() == metrics["val_unsure_share"]
+    assert saved["unsure_threshold"] == metrics["unsure_threshold"]
+    assert "unsure below confidence" in format_report(metrics)

@@ -32,6 +32,7 @@ __all__ = [
     "TEMPERATURE_BOUNDS",
     "UNSURE_SHARE",
     "Reliability",
+    "UnsureRule",
     "expected_calibration_error",
     "fit_temperature",
     "negative_log_likelihood",
@@ -84,6 +85,38 @@ class Reliability:
             accuracy=np.asarray(data["accuracy"], dtype=np.float64),
             confidence=np.asarray(data["confidence"], dtype=np.float64),
         )
+
+
+@dataclass(frozen=True)
+class UnsureRule:
+    """An answer is unsure when its highest probability after `temperature` is below
+    `threshold` (both fitted by `cnnlab evaluate` on the validation split, kept in
+    metrics.json)."""
+
+    temperature: float
+    threshold: float
+
+    def confidence(self, probs: np.ndarray) -> np.ndarray:
+        """Each row's highest probability after the temperature."""
+        rows = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+        return np.asarray(with_temperature(rows, self.temperature).max(axis=1))
+
+    def is_unsure(self, probs: np.ndarray) -> bool:
+        """Whether one row of probabilities (one picture's answer) is unsure."""
+        return bool(self.confidence(probs)[0] < self.threshold)
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, object] | None) -> UnsureRule | None:
+        """The rule metrics.json holds (`temperature`, `unsure_threshold`), or None: not
+        evaluated, evaluated by an older cnnlab, or no validation split to fit it on."""
+        if not metrics:
+            return None
+        temperature, threshold = metrics.get("temperature"), metrics.get("unsure_threshold")
+        if not isinstance(temperature, (int, float)) or not isinstance(threshold, (int, float)):
+            return None
+        if not temperature > 0:
+            return None
+        return cls(float(temperature), float(threshold))
 
 
 def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

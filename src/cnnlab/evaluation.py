@@ -66,7 +66,9 @@ def calibration_metrics(
     bins: int = calibration.BINS,
 ) -> dict[str, Any]:
     """The test set's ECE, a temperature fitted on the validation split (None without one),
-    the test ECE after it, the validation NLL before and after, and the reliability tables
+    the test ECE after it, the validation NLL before and after, the "unsure" threshold
+    (`cnnlab.calibration.UnsureRule`: at most `UNSURE_SHARE` of the validation images below
+    it) with the share of validation and test images it flags, and the reliability tables
     `cnnlab visualize calibration` draws."""
     before = calibration.reliability(probabilities, labels, bins)
     result: dict[str, Any] = {
@@ -75,21 +77,27 @@ def calibration_metrics(
         "ece_calibrated": None,
         "val_nll": None,
         "val_nll_calibrated": None,
+        "unsure_threshold": None,
+        "val_unsure_share": None,
+        "test_unsure_share": None,
     }
     tables: dict[str, Any] = {"bins": bins, "validation_images": len(val_labels)}
     tables["before"] = before.to_dict()
     if len(val_labels):
         temperature = calibration.fit_temperature(val_probabilities, val_labels)
+        val_calibrated = calibration.with_temperature(val_probabilities, temperature)
         after = calibration.reliability(
             calibration.with_temperature(probabilities, temperature), labels, bins
         )
+        rule = calibration.UnsureRule(temperature, calibration.unsure_threshold(val_calibrated))
         result.update(
             temperature=temperature,
             ece_calibrated=after.ece,
             val_nll=calibration.negative_log_likelihood(val_probabilities, val_labels),
-            val_nll_calibrated=calibration.negative_log_likelihood(
-                calibration.with_temperature(val_probabilities, temperature), val_labels
-            ),
+            val_nll_calibrated=calibration.negative_log_likelihood(val_calibrated, val_labels),
+            unsure_threshold=rule.threshold,
+            val_unsure_share=float((rule.confidence(val_probabilities) < rule.threshold).mean()),
+            test_unsure_share=float((rule.confidence(probabilities) < rule.threshold).mean()),
         )
         tables["after"] = after.to_dict()
     result["calibration"] = tables
@@ -204,14 +212,22 @@ def format_report(metrics: dict[str, Any]) -> str:
 
 
 def format_calibration(metrics: dict[str, Any]) -> str:
-    """One line: the test ECE, and the temperature with the ECE and validation NLL after it."""
+    """The test ECE, and the temperature with the ECE and validation NLL after it; then the
+    "unsure" threshold and the shares it flags."""
     bins = metrics.get("calibration", {}).get("bins", calibration.BINS)
     line = f"calibration: ECE {metrics['ece']:.4f} ({bins} bins)"
     if metrics.get("temperature") is None:
         return line + "; no validation split, so no temperature fitted"
     images = metrics.get("calibration", {}).get("validation_images", 0)
-    return (
+    line = (
         f"{line}; temperature {metrics['temperature']:.3f} (fitted on {images:,} validation"
         f" images): ECE {metrics['ece_calibrated']:.4f}, validation NLL"
         f" {metrics['val_nll']:.4f} -> {metrics['val_nll_calibrated']:.4f}"
+    )
+    if metrics.get("unsure_threshold") is None:
+        return line
+    return (
+        f"{line}\nunsure below confidence {metrics['unsure_threshold']:.4f} after the temperature:"
+        f" {metrics['val_unsure_share']:.1%} of validation, {metrics['test_unsure_share']:.1%}"
+        " of test images flagged"
     )
