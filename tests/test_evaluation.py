@@ -111,3 +111,16 @@ def test_evaluate_reports_calibration(tiny_run: Path, tiny_npz: Path) -> None:
     assert (confidence < metrics["unsure_threshold"]).mean() == metrics["val_unsure_share"]
     assert saved["unsure_threshold"] == metrics["unsure_threshold"]
     assert "unsure below confidence" in format_report(metrics)
+
+
+def test_no_validation_split_means_no_temperature() -> None:
+    from cnnlab.evaluation import calibration_metrics, format_calibration
+
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 1])
+    result = calibration_metrics(labels, probabilities, np.zeros(0), np.zeros((0, 2)))
+    # Bins of 1/15: 0.9 right, 0.6 wrong, 0.7 right, each a third: (0.1 + 0.6 + 0.3) / 3.
+    assert result["ece"] == pytest.approx(1.0 / 3)
+    assert result["temperature"] is None and result["unsure_threshold"] is None
+    assert "after" not in result["calibration"]
+    assert "no temperature fitted" in format_calibration(result)
