@@ -72,3 +72,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_npz: Path, tiny_arch
     runs = tmp_path_factory.mktemp("runs")
     result = train(make_tiny_config(runs, tiny_npz, tiny_arch, epochs=4))
     return result.run_dir
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny run with its metrics.json written by `cnnlab evaluate` (so with the
+    temperature and the unsure threshold); the shared tiny run stays unevaluated for others."""
+    import shutil
+
+    from cnnlab.evaluation import evaluate
+
+    run = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("evaluated") / "tiny"))
+    (run / "metrics.json").unlink(missing_ok=True)
+    evaluate(run)
+    return run

@@ -24,6 +24,7 @@ STAGES: dict[str, int] = {
     "_io": 0,
     "_cpu": 0,
     "monitoring": 0,
+    "calibration": 0,  # ECE, temperature scaling, the unsure threshold: numpy and scipy only
     "config": 1,
     "_backend": 1,
     "data": 1,  # sources, IDX, datasets, image decoding, image folders

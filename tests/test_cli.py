@@ -123,8 +123,12 @@ def test_train_evaluate_predict(
 
     code, out, _ = run(capsys, "evaluate", str(run_dir))
     assert code == 0 and "test accuracy" in out and "confusion matrix" in out
+    assert "calibration: ECE" in out
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json")
-    assert json.loads(out)["test_images"] == 80
+    metrics = json.loads(out)
+    assert metrics["test_images"] == 80
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["ece_calibrated"] <= 1
+    assert metrics["temperature"] > 0 and metrics["val_nll_calibrated"] <= metrics["val_nll"]
 
     image = tmp_path / "left.png"
     Image.fromarray(make_images(np.array([2]), np.random.default_rng(3))[0]).save(image)
@@ -139,6 +143,7 @@ def test_train_evaluate_predict(
     assert code == 0
     [result] = json.loads(out)
     assert result["label"] == "left" and len(result["top"]) == 3
+    assert result["unsure"] in (True, False)  # evaluated: the run has an unsure threshold
 
 
 def test_train_with_a_preset_and_flags_over_it(

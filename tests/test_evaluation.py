@@ -72,3 +72,55 @@ def test_tta_averages_with_the_flipped_images(tiny_run: Path, tiny_npz: Path) ->
     # the flip really happened, and the plain figures are reported unchanged beside it.
     assert metrics["tta"]["test_accuracy"] < metrics["test_accuracy"]
     assert "test-time augmentation" in format_report(metrics)
+
+
+def test_evaluate_reports_calibration(tiny_run: Path, tiny_npz: Path) -> None:
+    import keras
+
+    from cnnlab.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        with_temperature,
+    )
+    from cnnlab.data.datasets import load_dataset, prepare
+
+    metrics = evaluate(tiny_run)
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["ece_calibrated"] <= 1
+    assert metrics["temperature"] > 0
+    assert metrics["val_nll_calibrated"] <= metrics["val_nll"]
+    # The temperature is fitted on the validation split the run trained with (a quarter of
+    # the 240 training images, seed 7), not on the test set.
+    assert metrics["calibration"]["validation_images"] == 60
+    splits = prepare(load_dataset(str(tiny_npz)), validation_split=0.25, seed=7)
+    model = keras.saving.load_model(tiny_run / "model.keras")
+    val = np.asarray(model.predict(splits.x_val, verbose=0), dtype=np.float64)
+    assert metrics["temperature"] == pytest.approx(fit_temperature(val, splits.y_val), rel=1e-3)
+    test = np.asarray(model.predict(splits.x_test, verbose=0), dtype=np.float64)
+    assert metrics["ece"] == pytest.approx(
+        expected_calibration_error(test, splits.y_test), abs=1e-5
+    )
+    saved = json.loads((tiny_run / "metrics.json").read_text())
+    assert saved["temperature"] == metrics["temperature"]
+    assert sum(saved["calibration"]["before"]["counts"]) == 80
+    assert "calibration: ECE" in format_report(metrics)
+    # The unsure threshold flags at most 5% of the validation images, and is kept for predict.
+    assert 0 < metrics["unsure_threshold"] <= 1
+    assert metrics["val_unsure_share"] <= 0.05
+    assert 0 <= metrics["test_unsure_share"] <= 1
+    confidence = with_temperature(val, metrics["temperature"]).max(axis=1)
+    assert (confidence < metrics["unsure_threshold"]).mean() == metrics["val_unsure_share"]
+    assert saved["unsure_threshold"] == metrics["unsure_threshold"]
+    assert "unsure below confidence" in format_report(metrics)
+
+
+def test_no_validation_split_means_no_temperature() -> None:
+    from cnnlab.evaluation import calibration_metrics, format_calibration
+
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 1])
+    result = calibration_metrics(labels, probabilities, np.zeros(0), np.zeros((0, 2)))
+    # Bins of 1/15: 0.9 right, 0.6 wrong, 0.7 right, each a third: (0.1 + 0.6 + 0.3) / 3.
+    assert result["ece"] == pytest.approx(1.0 / 3)
+    assert result["temperature"] is None and result["unsure_threshold"] is None
+    assert "after" not in result["calibration"]
+    assert "no temperature fitted" in format_calibration(result)

@@ -358,8 +358,8 @@ def _add_visualize(commands: Any) -> None:
     visualize = commands.add_parser(
         "visualize",
         aliases=["visualise"],
-        help="pictures: model, history, confusion, errors, filters, features, convpool, gradcam, "
-        "preprocess, batch",
+        help="pictures: model, history, confusion, calibration (reliability before and after "
+        "the temperature), errors, filters, features, convpool, gradcam, preprocess, batch",
     )
     visualize.add_argument("kind", choices=KINDS, help="which picture")
     visualize.add_argument(
@@ -709,6 +709,8 @@ def _predict(args: argparse.Namespace) -> int:
         for result in (r for r in results if r.error is None):
             top = ", ".join(f"{name} {p:.3f}" for name, p in result.top)
             print(f"{result.source}: {top}")
+            if result.unsure:  # below the run's threshold: maybe not one of its classes
+                print(f"  not sure: maybe {result.label} (low confidence after calibration)")
             if result.box is not None:  # so a wrong crop shows at once
                 print(f"  found box {list(result.box)} (left, top, right, bottom in its pixels)")
     return EXIT_USER_ERROR if failed else 0

@@ -1,16 +1,19 @@
-"""Test-set metrics of a run: loss, accuracy, per-class precision/recall/F1, confusion matrix.
+"""Test-set metrics of a run: loss, accuracy, per-class precision/recall/F1, confusion matrix,
+and calibration (`cnnlab.calibration`: the ECE before and after a temperature).
 
-Only this stage touches the test set; training tunes on the validation split.
+Only this stage touches the test set; training tunes on the validation split, and so does the
+temperature fitted here.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from cnnlab import calibration
 from cnnlab.errors import DataError
 from cnnlab.runs import Run
 
@@ -36,10 +39,12 @@ def evaluate(
     horizontally flipped image, reported apart (`metrics["tta"]`) from the plain figures.
     """
     run = Run(run_dir)
-    feed = run.data(data_dir)
+    feed = run.data(data_dir, validation=True)
     model = run.load_model(unsafe=unsafe)
     labels, probabilities, flipped = _predict_test_set(model, feed, batch_size, tta=tta)
     metrics = classification_metrics(labels, probabilities, feed.class_names)
+    val_labels, val_probabilities = _predict_split(model, feed, "val", batch_size)
+    metrics.update(calibration_metrics(labels, probabilities, val_labels, val_probabilities))
     if tta:
         averaged = (probabilities + flipped) / 2
         both = classification_metrics(labels, averaged, feed.class_names)
@@ -50,6 +55,67 @@ def evaluate(
     metrics["run"] = str(run.dir)
     run.write_metrics(metrics)
     return metrics
+
+
+def calibration_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    val_labels: np.ndarray,
+    val_probabilities: np.ndarray,
+    *,
+    bins: int = calibration.BINS,
+) -> dict[str, Any]:
+    """The test set's ECE, a temperature fitted on the validation split (None without one),
+    the test ECE after it, the validation NLL before and after, the "unsure" threshold
+    (`cnnlab.calibration.UnsureRule`: at most `UNSURE_SHARE` of the validation images below
+    it) with the share of validation and test images it flags, and the reliability tables
+    `cnnlab visualize calibration` draws."""
+    before = calibration.reliability(probabilities, labels, bins)
+    result: dict[str, Any] = {
+        "ece": before.ece,
+        "temperature": None,
+        "ece_calibrated": None,
+        "val_nll": None,
+        "val_nll_calibrated": None,
+        "unsure_threshold": None,
+        "val_unsure_share": None,
+        "test_unsure_share": None,
+    }
+    tables: dict[str, Any] = {"bins": bins, "validation_images": len(val_labels)}
+    tables["before"] = before.to_dict()
+    if len(val_labels):
+        temperature = calibration.fit_temperature(val_probabilities, val_labels)
+        val_calibrated = calibration.with_temperature(val_probabilities, temperature)
+        after = calibration.reliability(
+            calibration.with_temperature(probabilities, temperature), labels, bins
+        )
+        rule = calibration.UnsureRule(temperature, calibration.unsure_threshold(val_calibrated))
+        result.update(
+            temperature=temperature,
+            ece_calibrated=after.ece,
+            val_nll=calibration.negative_log_likelihood(val_probabilities, val_labels),
+            val_nll_calibrated=calibration.negative_log_likelihood(val_calibrated, val_labels),
+            unsure_threshold=rule.threshold,
+            val_unsure_share=float((rule.confidence(val_probabilities) < rule.threshold).mean()),
+            test_unsure_share=float((rule.confidence(probabilities) < rule.threshold).mean()),
+        )
+        tables["after"] = after.to_dict()
+    result["calibration"] = tables
+    return result
+
+
+def _predict_split(
+    model: Any, feed: Feed, split: Literal["val", "test"], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split's labels and the model's probabilities (both empty for an empty split)."""
+    labels, probabilities = [], []
+    if feed.count(split):
+        for x, y in feed.numpy_batches(split, batch_size):
+            labels.append(np.asarray(y).astype(np.int64).ravel())
+            probabilities.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(feed.class_names)))
+    return np.concatenate(labels), np.concatenate(probabilities)
 
 
 def _predict_test_set(
@@ -133,6 +199,8 @@ def format_report(metrics: dict[str, Any]) -> str:
             f"with test-time augmentation (+ horizontal flip): test loss {tta['test_loss']:.4f}"
             f"   test accuracy {tta['test_accuracy']:.4f}",
         ]
+    if "ece" in metrics:
+        lines += ["", format_calibration(metrics)]
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     confusion = metrics["confusion_matrix"]
     cell = max(5, len(str(max(max(r) for r in confusion))) + 1)
@@ -141,3 +209,25 @@ def format_report(metrics: dict[str, Any]) -> str:
     for name, row in zip(metrics["class_names"], confusion, strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
     return "\n".join(lines)
+
+
+def format_calibration(metrics: dict[str, Any]) -> str:
+    """The test ECE, and the temperature with the ECE and validation NLL after it; then the
+    "unsure" threshold and the shares it flags."""
+    bins = metrics.get("calibration", {}).get("bins", calibration.BINS)
+    line = f"calibration: ECE {metrics['ece']:.4f} ({bins} bins)"
+    if metrics.get("temperature") is None:
+        return line + "; no validation split, so no temperature fitted"
+    images = metrics.get("calibration", {}).get("validation_images", 0)
+    line = (
+        f"{line}; temperature {metrics['temperature']:.3f} (fitted on {images:,} validation"
+        f" images): ECE {metrics['ece_calibrated']:.4f}, validation NLL"
+        f" {metrics['val_nll']:.4f} -> {metrics['val_nll_calibrated']:.4f}"
+    )
+    if metrics.get("unsure_threshold") is None:
+        return line
+    return (
+        f"{line}\nunsure below confidence {metrics['unsure_threshold']:.4f} after the temperature:"
+        f" {metrics['val_unsure_share']:.1%} of validation, {metrics['test_unsure_share']:.1%}"
+        " of test images flagged"
+    )

@@ -404,15 +404,17 @@ class Run:
                 f"{path}: cannot load the model ({type(exc).__name__}: {message})"
             ) from None
 
-    def data(self, data_dir: str | None = None) -> Feed:
+    def data(self, data_dir: str | None = None, *, validation: bool = False) -> Feed:
         """The run's data as it trained on (`cnnlab.data.feed`): an image folder through the
         recipe its config.toml records, or a named or .npz dataset with no validation hold-out
         (the test set is what later stages read); `data_dir` overrides where a named dataset's
-        files are looked for."""
+        files are looked for. With `validation`, a named or .npz dataset keeps the validation
+        split the run trained with (its validation_split and seed), for what is fitted on it
+        (the temperature of `cnnlab.calibration`); the test set is the same either way."""
         from cnnlab.data.feed import load_feed
 
         config = self.config()
-        if not config.data.is_folder:
+        if not config.data.is_folder and not validation:
             config = config.replace(data={"validation_split": 0.0}, train={"seed": 0})
         return load_feed(config, data_dir=data_dir)
 

@@ -323,6 +323,7 @@ def _as_answer(prediction: Prediction) -> dict[str, Any]:
         "top": [{"class": c, "probability": p} for c, p in prediction.top],
         "blank": prediction.blank,
         "box": None if prediction.box is None else list(prediction.box),
+        "unsure": prediction.unsure,  # null unless the run was evaluated
     }
 
 

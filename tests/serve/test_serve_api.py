@@ -349,3 +349,26 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback(
     assert "secret" not in response.text
     monkeypatch.undo()
     assert client.post("/api/predict", json=pixels(images[0][1])).status_code == 200
+
+
+def test_answers_say_whether_they_are_unsure(evaluated_run: Path, images: Images) -> None:
+    from cnnlab.calibration import UnsureRule
+
+    _, array = images[0]
+    app = create_app(evaluated_run)
+    rule = app.state.service.predictor.unsure_rule
+    assert rule is not None
+    evaluated = TestClient(app)
+    answer = evaluated.post("/api/predict", json=pixels(array), params={"top_k": 4}).json()
+    top = {item["class"]: item["probability"] for item in answer["top"]}
+    row = np.array([top[name] for name in app.state.service.class_names])
+    assert answer["unsure"] is rule.is_unsure(row)
+    # Every answer is marked when the threshold is above any probability.
+    app.state.service.predictor.unsure_rule = UnsureRule(rule.temperature, 1.01)
+    assert evaluated.post("/api/predict", json=pixels(array)).json()["unsure"] is True
+    batch = evaluated.post(
+        "/api/predict/batch", files=[("files", ("a.png", png_bytes(array), "image/png"))]
+    ).json()
+    assert batch["predictions"][0]["unsure"] is True
+    app.state.service.predictor.unsure_rule = None  # a run not evaluated: null
+    assert evaluated.post("/api/predict", json=pixels(array)).json()["unsure"] is None

@@ -299,3 +299,35 @@ def test_a_colour_photo_run_gets_its_own_page(
         page.screenshot(path=ARTIFACTS / "serve-colour-run.png", full_page=True)
         context.close()
     assert not errors, f"errors in the page: {errors}"
+
+
+def test_an_unsure_answer_says_so(
+    browser: Browser, evaluated_run: Path, images: list[tuple[str, Any]], tmp_path: Path
+) -> None:
+    """An evaluated run whose unsure threshold is above any probability: every answer reads
+    "Not sure: maybe X", and the calibration figures are among the test metrics."""
+    import json
+
+    from cnnlab.serve import create_app
+
+    run = Path(shutil.copytree(evaluated_run, tmp_path / "tiny"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["unsure_threshold"] = 1.01
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    label, array = images[5]
+    path = tmp_path / "picture.png"
+    path.write_bytes(png_bytes(array))
+    with LiveServer(create_app(run)) as server:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+        page.wait_for_function("document.getElementById('model-name').textContent === 'tiny'")
+        assert "calibration error (ECE)" in page.locator("#metrics").inner_text()
+        page.set_input_files("#file", path)
+        page.wait_for_function("document.querySelectorAll('#top li').length > 0")
+        assert page.locator("#status").inner_text() == f"Not sure: maybe {label}"
+        context.close()
+        assert not errors, errors

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from cnnlab.calibration import UnsureRule
 from cnnlab.errors import CnnlabError, ImageError, RunError
 from cnnlab.prediction.predictor import Features, Prediction, Predictor
 from cnnlab.runs import Run
@@ -106,13 +107,19 @@ def load_predictor(
     """The Predictor for `path`: ONNX Runtime for an `.onnx` file (or, with `onnx`, for a run
     folder's `model.onnx`), Keras for a run folder or a `.keras` file (`unsafe`: see
     `Run.load_model`). The run is opened once, here (or given already open). Either way the
-    predictor prepares pictures with the run's input recipe (`Run.input_recipe`)."""
+    predictor prepares pictures with the run's input recipe (`Run.input_recipe`), and marks
+    unsure answers by the rule the run's metrics.json holds (`cnnlab.calibration.UnsureRule`),
+    once `cnnlab evaluate` has fitted it."""
     run = path if isinstance(path, Run) else Run.open(path)
+    predictor: Predictor
     if onnx or run.is_onnx:
         from cnnlab.prediction.lite import OnnxPredictor
 
-        return OnnxPredictor.load(run.onnx_file, fallback_recipe=run.input_recipe())
-    return KerasPredictor.load(run, unsafe=unsafe)
+        predictor = OnnxPredictor.load(run.onnx_file, fallback_recipe=run.input_recipe())
+    else:
+        predictor = KerasPredictor.load(run, unsafe=unsafe)
+    predictor.unsure_rule = UnsureRule.from_metrics(run.metrics())
+    return predictor
 
 
 def predict(

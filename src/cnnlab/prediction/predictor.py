@@ -40,6 +40,7 @@ from cnnlab.errors import CnnlabError, ImageError
 from cnnlab.prediction.preprocess import MODEL_SIZE, Box
 
 if TYPE_CHECKING:
+    from cnnlab.calibration import UnsureRule
     from cnnlab.data.folders import Recipe
 
 __all__ = ["Features", "Prediction", "Predictor", "Prepared", "checked_class_names"]
@@ -86,6 +87,10 @@ class Prediction:
     """Where the object was found, (left, top, right, bottom) in the picture's pixels."""
     blank: bool = False
     """Nothing stood out from the background: the model saw only black."""
+    unsure: bool | None = None
+    """The answer's confidence after the run's temperature is below the threshold `cnnlab
+    evaluate` chose on validation data (`cnnlab.calibration.UnsureRule`): maybe not one of the
+    model's classes. None where the run has no such rule (not evaluated)."""
 
     @property
     def label(self) -> str | None:
@@ -94,12 +99,15 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"source": self.source, "error": self.error}
-        return {
+        result: dict[str, Any] = {
             "source": self.source,
             "label": self.label,
             "top": [{"class": c, "probability": p} for c, p in self.top],
             "box": None if self.box is None else list(self.box),
         }
+        if self.unsure is not None:
+            result["unsure"] = self.unsure
+        return result
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +151,9 @@ class Predictor(abc.ABC):
         if recipe is not None:
             _check_recipe(recipe, self.size, self.channels)
         self.class_names = checked_class_names(class_names, n_classes)
+        self.unsure_rule: UnsureRule | None = None
+        """Marks each answer `Prediction.unsure` where set (`load_predictor` reads it from
+        the run's metrics.json); None: answers are not marked."""
         self.model_lock = threading.Lock()
         """Held around every model call: Keras does not promise that one model may be called
         from several threads at once. Hold it for any other use of the model from threads."""
@@ -310,8 +321,14 @@ class Predictor(abc.ABC):
         probs = np.asarray(probabilities, dtype=np.float64)
         order = np.argsort(-probs)[: max(1, min(top_k, len(self.class_names)))]
         top = [(self.class_names[i], float(probs[i])) for i in order]
+        rule = self.unsure_rule
         return Prediction(
-            item.source, top=top, probabilities=probs.tolist(), box=item.box, blank=item.blank
+            item.source,
+            top=top,
+            probabilities=probs.tolist(),
+            box=item.box,
+            blank=item.blank,
+            unsure=None if rule is None else rule.is_unsure(probs),
         )
 
     def check_keep_size(self) -> None:

@@ -363,6 +363,7 @@ def _prediction_out(prediction: Prediction) -> PredictionOut:
         top=[ClassProbability(class_name=c, probability=p) for c, p in prediction.top],
         blank=prediction.blank,
         box=None if prediction.box is None else list(prediction.box),
+        unsure=prediction.unsure,
     )
 
 

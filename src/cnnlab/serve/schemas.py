@@ -36,6 +36,12 @@ class PredictionOut(BaseModel):
         "a blank picture, or a model with a folder recipe (the whole picture is used)",
         examples=[[52, 40, 190, 236]],
     )
+    unsure: bool | None = Field(
+        default=None,
+        description="the highest probability, after the temperature `cnnlab evaluate` fitted, "
+        "is below the threshold it chose on validation data (at most 5% of validation images "
+        "fall below): maybe not one of the model's classes; null where the run is not evaluated",
+    )
 
 
 class BatchItem(BaseModel):
@@ -45,6 +51,7 @@ class BatchItem(BaseModel):
     box: list[int] | None = Field(
         default=None, description="where the object was found, as in predict"
     )
+    unsure: bool | None = Field(default=None, description="a low-confidence answer, as in predict")
     error: str | None = Field(None, description="why this file was not predicted")
     status: int | None = Field(None, description="the HTTP status the error would have alone")
 

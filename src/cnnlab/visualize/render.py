@@ -19,6 +19,7 @@ KINDS = (
     "model",
     "history",
     "confusion",
+    "calibration",
     "errors",
     "filters",
     "features",
@@ -114,6 +115,29 @@ def _confusion(
     matrix, names = metrics["confusion_matrix"], metrics["class_names"]
     text = format_most_confused(most_confused(matrix, names))
     return plot_confusion(matrix, names), text
+
+
+def _calibration(
+    run_dir: Path | None,
+    target: Any,
+    data_dir: str | None = None,
+    unsafe: bool = False,
+    **_: Any,
+) -> tuple[Any, str]:
+    from cnnlab.calibration import Reliability
+    from cnnlab.evaluation import evaluate, format_calibration
+    from cnnlab.visualize.calibration import plot_calibration
+
+    run = Run(_need_run(run_dir, target, "calibration"))
+    metrics = run.metrics()
+    if not metrics or "calibration" not in metrics:  # not evaluated, or before calibration
+        metrics = evaluate(run.dir, data_dir=data_dir, unsafe=unsafe)
+    tables = metrics["calibration"]
+    after = Reliability.from_dict(tables["after"]) if "after" in tables else None
+    picture = plot_calibration(
+        Reliability.from_dict(tables["before"]), after, metrics.get("temperature")
+    )
+    return picture, format_calibration(metrics)
 
 
 def _errors(
@@ -275,6 +299,7 @@ _PICTURES: dict[str, Any] = {
     "model": _model,
     "history": _history,
     "confusion": _confusion,
+    "calibration": _calibration,
     "errors": _errors,
     "filters": _filters,
     "features": _features,

@@ -203,9 +203,14 @@ function showAnswer(answer) {
     status.textContent = state.input?.kind === "folder"
       ? "The model's input is all black."
       : "Nothing stands out from the background yet.";
+  } else if (prediction.unsure) {
+    // Below the confidence threshold `cnnlab evaluate` chose on validation data.
+    status.replaceChildren("Not sure: maybe ", element("strong", {}, prediction.label));
+    status.title = "low confidence after calibration: maybe not one of this model's classes";
   } else {
     status.replaceChildren("Looks like ", element("strong", {}, prediction.label));
   }
+  if (!prediction.unsure) status.removeAttribute("title");
   showBars(prediction.top);
   showBox(state.source === "canvas" ? null : prediction.box);
   if (!answer.input) return;
@@ -368,6 +373,8 @@ function showMetrics(model) {
     tile("test accuracy", `${(100 * metrics.test_accuracy).toFixed(2)}%`);
     tile("test loss", metrics.test_loss.toFixed(4));
     tile("test images", metrics.test_images.toLocaleString());
+    if (metrics.ece != null) tile("calibration error (ECE)", metrics.ece.toFixed(4));
+    if (metrics.ece_calibrated != null) tile("ECE after temperature", `${metrics.ece_calibrated.toFixed(4)} (T = ${metrics.temperature.toFixed(2)})`);
   }
   if (training) {
     if (training.best_epoch != null) tile("best epoch", `${training.best_epoch} of ${training.epochs_run}`);
