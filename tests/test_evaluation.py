@@ -10,6 +10,15 @@ from cnnlab.errors import RunError
 from cnnlab.evaluation import classification_metrics, evaluate, format_report
 
 
+@pytest.fixture
+def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the shared tiny run: evaluating writes metrics.json, which the serve tests
+    expect the shared run not to have."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_run, tmp_path / "tiny"))
+
+
 def test_metrics_by_hand() -> None:
     y_true = np.array([0, 0, 1, 1, 2])
     probabilities = np.array(
@@ -29,7 +38,8 @@ def test_metrics_by_hand() -> None:
     assert "test accuracy 0.6000" in report and "confusion matrix" in report
 
 
-def test_evaluate_a_run(tiny_run: Path, tiny_npz: Path) -> None:
+def test_evaluate_a_run(run_copy: Path, tiny_npz: Path) -> None:
+    tiny_run = run_copy
     metrics = evaluate(tiny_run)
     saved = json.loads((tiny_run / "metrics.json").read_text())
     assert saved["test_accuracy"] == metrics["test_accuracy"]
@@ -58,7 +68,8 @@ def test_evaluate_needs_a_run_folder(tmp_path: Path) -> None:
         evaluate(tmp_path)
 
 
-def test_tta_averages_with_the_flipped_images(tiny_run: Path, tiny_npz: Path) -> None:
+def test_tta_averages_with_the_flipped_images(run_copy: Path, tiny_npz: Path) -> None:
+    tiny_run = run_copy
     import keras
 
     metrics = evaluate(tiny_run, tta=True)
@@ -74,7 +85,8 @@ def test_tta_averages_with_the_flipped_images(tiny_run: Path, tiny_npz: Path) ->
     assert "test-time augmentation" in format_report(metrics)
 
 
-def test_evaluate_reports_calibration(tiny_run: Path, tiny_npz: Path) -> None:
+def test_evaluate_reports_calibration(run_copy: Path, tiny_npz: Path) -> None:
+    tiny_run = run_copy
     import keras
 
     from cnnlab.calibration import (
