@@ -87,13 +87,25 @@ def test_each_recorded_loss_is_its_steps_own_at_its_own_rate() -> None:
     assert not finder.stopped_early
 
 
-def test_a_huge_end_rate_diverges_and_stops_early(config: Config) -> None:
-    result = lr_find(config, steps=60, start_lr=1e-4, end_lr=1e8)
+def test_a_huge_end_rate_diverges_and_stops_early(
+    tmp_path: Path, tiny_npz: Path, tiny_arch: Path, tiny_config: Callable[..., Config]
+) -> None:
+    """On shuffled labels (the tiny data itself is learned to a loss of 0, whose gradient
+    is 0, so that no rate makes it diverge) the loss blows up as the rate reaches ~1e2."""
+    with np.load(tiny_npz) as saved:
+        arrays = dict(saved)
+    arrays["y_train"] = np.random.default_rng(1).permutation(arrays["y_train"])
+    np.savez(tmp_path / "noisy.npz", **arrays)
+    config = tiny_config(tmp_path / "runs", tmp_path / "noisy.npz", tiny_arch)
+    result = lr_find(config, steps=40, start_lr=1e-4, end_lr=1e8)
     assert result.stopped_early
-    assert len(result.rates) < 60
+    assert len(result.rates) < 40
     last = result.smoothed[-1]
     assert not math.isfinite(last) or last > 4 * min(result.smoothed[:-1])
-    assert result.suggestion < result.rates[-1]
+    before = result.smoothed[:-1]  # it stopped at the first step that diverged
+    assert all(value <= 4 * min(before[: k + 1]) for k, value in enumerate(before))
+    assert 1e-4 <= result.suggestion < result.rates[-1]
+    assert not (tmp_path / "runs").exists()
 
 
 ARCH_WITH_STATE = """
