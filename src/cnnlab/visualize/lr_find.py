@@ -52,5 +52,5 @@ def plot_lr_find(result: LrFindResult) -> Figure:
         color=SUGGESTION_COLOUR,
     )
     ax.legend(loc="lower left")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     return fig
