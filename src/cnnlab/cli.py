@@ -326,6 +326,7 @@ def _add_lr_find(commands: Any) -> None:
         "--steps",
         type=int,
         default=100,
+        metavar="N",
         help="training steps, one rate each (default: %(default)s)",
     )
     lr_find.add_argument(
