@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_architecture": "cnnlab.model.builder",
     "build_model": "cnnlab.model.builder",
     "train": "cnnlab.training.trainer",
+    "lr_find": "cnnlab.training.lr_find",
     "load_model": "cnnlab.runs",
     "evaluate": "cnnlab.evaluation",
     "predict": "cnnlab.prediction.inference",
@@ -48,6 +49,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "load_predictor",
+    "lr_find",
     "predict",
     "prepare",
     "to_model_input",
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from cnnlab.prediction.preprocess import to_model_input
     from cnnlab.runs import Run, load_model
     from cnnlab.training.callbacks import BestModelCheckpoint, TargetReached
+    from cnnlab.training.lr_find import lr_find
     from cnnlab.training.trainer import train
 
 

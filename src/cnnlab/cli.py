@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data,
         _add_summary,
         _add_train,
+        _add_lr_find,
         _add_sweep_command,
         _add_evaluate,
         _add_predict,
@@ -298,6 +299,54 @@ def _add_train(commands: Any) -> None:
     )
     _add_parallel_flags(train)
     train.set_defaults(handler=_train)
+
+
+def _add_lr_find(commands: Any) -> None:
+    """`cnnlab lr-find`: the learning-rate range test on what `cnnlab train` would train."""
+    from cnnlab.config import RECIPES
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate range test: a short run over rising rates, the loss curve plotted, "
+        "a rate suggested (writes no run folder)",
+    )
+    lr_find.add_argument("--config", type=Path, help="a TOML file of settings, as for train")
+    lr_find.add_argument("--preset", choices=_preset_names(), help="as for train")
+    lr_find.add_argument("--recipe", choices=RECIPES, help="as for train")
+    for flag, key, metavar, text in TRAIN_FLAGS:  # train's flags, so a train command line works
+        _add_config_flag(lr_find, flag, key, metavar, text)
+    lr_find.add_argument(
+        "--no-download",
+        dest="data.download",
+        action="store_const",
+        const=False,
+        help="never download missing dataset files",
+    )
+    lr_find.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        metavar="N",
+        help="training steps, one rate each (default: %(default)s)",
+    )
+    lr_find.add_argument(
+        "--start-lr",
+        type=float,
+        default=1e-7,
+        metavar="LR",
+        help="first rate (default: %(default)s)",
+    )
+    lr_find.add_argument(
+        "--end-lr", type=float, default=10.0, metavar="LR", help="last rate (default: %(default)s)"
+    )
+    lr_find.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("lr-find.png"),
+        help="the curve as PNG (default: %(default)s, in the current folder)",
+    )
+    lr_find.set_defaults(handler=_lr_find)
 
 
 def _add_config_flag(
@@ -627,6 +676,29 @@ def _train(args: argparse.Namespace) -> int:
         f"run: {result.run_dir}  best epoch {state.best_epoch} of "
         f"{state.epochs_run}  ({shown})  trained {state.train_seconds} s"
     )
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from cnnlab.config import load_config
+    from cnnlab.training.lr_find import lr_find
+    from cnnlab.visualize._common import save_png
+    from cnnlab.visualize.lr_find import plot_lr_find
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    config = load_config(
+        args.config, recipe_name=args.recipe, overrides=overrides, preset=args.preset
+    )
+    result = lr_find(config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr)
+    path = save_png(plot_lr_find(result), args.out)
+    ending = "; stopped early: the loss diverged" if result.stopped_early else ""
+    print(
+        f"tested {len(result.rates)} rates from {result.rates[0]:.3g} to "
+        f"{result.rates[-1]:.3g}{ending}"
+    )
+    print(f"smoothed loss lowest at {result.minimum_rate:.3g}; the suggestion is a tenth of it")
+    print(f"wrote {path}")
+    print(f"suggested learning rate: {result.suggestion:.2g}")  # last: scripts read it
     return 0
 
 
