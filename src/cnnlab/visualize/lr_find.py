@@ -1,26 +1,44 @@
 """The learning-rate range test's curve: loss against learning rate, the suggestion marked.
 
-`cnnlab lr-find` draws it (`cnnlab.training.lr_find`); each step's loss faint, its smoothed
-value (what the test decides on) bold, the rate axis logarithmic.
+`cnnlab lr-find` draws it (the range test is `cnnlab.training.lr_find`); each step's loss faint, its
+smoothed value (what the test decides on) bold, the rate axis logarithmic.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from cnnlab.visualize._common import figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from cnnlab.training.lr_find import LrFindResult
+
+class RangeTest(Protocol):
+    """What the plot reads of a range test (`cnnlab.training.lr_find.LrFindResult`; named here
+    by its shape, so that pictures never import the training stage)."""
+
+    @property
+    def rates(self) -> Sequence[float]: ...
+    @property
+    def losses(self) -> Sequence[float]: ...
+    @property
+    def smoothed(self) -> Sequence[float]: ...
+    @property
+    def suggestion(self) -> float: ...
+    @property
+    def stopped_early(self) -> bool: ...
+    @property
+    def minimum_rate(self) -> float: ...
+
 
 SUGGESTION_COLOUR = "tab:green"
 MINIMUM_COLOUR = "tab:gray"
 
 
-def plot_lr_find(result: LrFindResult) -> Figure:
+def plot_lr_find(result: RangeTest) -> Figure:
     """Loss per step against its learning rate (log axis), raw and smoothed, with the
     smoothed minimum and the suggested rate (the minimum's rate / 10) marked."""
     fig = figure()
