@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from conftest import make_tiny_config
 from synthetic import TINY_ARCH, write_tiny_npz
+
+sys.path.insert(0, str(Path(__file__).parent / "training"))  # the fault-injection tests' home
 from test_fault_injection import KILLER, _metrics
 
 from cnnlab.training.trainer import train
