@@ -168,8 +168,8 @@ class Imbalance:
     @property
     def suggestion(self) -> str:
         return (
-            f"train with --class-weight auto (weights by inverse class frequency) or collect "
-            f"more {self.smallest[0]} images"
+            f"collect more {self.smallest[0]} images; --class-weight auto weighs the small "
+            "classes up, but check its effect with cnnlab evaluate (docs/training.md)"
         )
 
 
