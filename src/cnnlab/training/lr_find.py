@@ -12,7 +12,9 @@ The suggestion is the rate at the smoothed loss's minimum divided by 10 (fastai'
 a smoothed curve barely moves between runs, where its steepest slope (fastai's `steep`,
 Lightning's rule) is a derivative of a noisy curve of 100 points and jumps; at the minimum the
 loss is already on the edge of rising (and the moving average lags the loss, so the turn came
-a little earlier), hence the factor 10 of margin.
+a little earlier), hence the factor 10 of margin. Measured against the recipes' tuned rates
+(docs/training.md, "Find a learning rate"), it came out too high for both models tried: a
+starting point for a model nobody has tuned, not a replacement for a recipe's rate.
 
 Nothing is written: no run folder, and the model's variables (and its optimizer's) are put
 back as they were, bit for bit.
