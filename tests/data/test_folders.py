@@ -631,3 +631,24 @@ def test_processes_decode_only_their_part_of_every_batch(tmp_path: Path) -> None
     assert len(y0) == len(y1) and os.fspath(broken) in parts[0].skipped
     with pytest.raises(ConfigError):
         parts[0].take_part(2, 2, 2)
+
+
+def test_cnnlab_runs_inside_the_picture_folder_are_not_classes(tmp_path: Path) -> None:
+    """`cnnlab train --dataset .` run from inside the folder writes runs/ there; its run
+    folders (with PNG pictures in them) must not become a class or class pictures."""
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            solid((20, 20), (40 * i, 80, 0)).save(tmp_path / name / f"{i}.png")
+    run = tmp_path / "runs" / "photo_cnn-x"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    solid((20, 20), RED).save(run / "history.png")
+    nested = tmp_path / "cats" / "old-run"  # a run folder inside a class folder
+    nested.mkdir()
+    (nested / "run.json").write_text("{}")
+    solid((20, 20), RED).save(nested / "features.png")
+    dataset = scan(tmp_path, validation_fraction=0.0, test_fraction=0.0)
+    assert dataset.class_names == ("cats", "dogs")
+    assert all("run" not in path.as_posix().split("/")[-2] for path in dataset.paths)
+    assert len(dataset.paths) == 6

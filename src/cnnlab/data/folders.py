@@ -231,7 +231,31 @@ def _subfolders(directory: Path) -> dict[str, Path]:
         raise DataError(
             f"{directory}: cannot list the folder ({exc}); check its permissions"
         ) from None
-    return {p.name: p for p in entries if p.is_dir() and not p.name.startswith((".", "__"))}
+    return {
+        p.name: p
+        for p in entries
+        if p.is_dir() and not p.name.startswith((".", "__")) and not _holds_runs(p)
+    }
+
+
+RUN_MARKER = "run.json"
+"""The file every cnnlab run folder holds (`cnnlab.runs.STATE_FILE`): a folder with one, or
+whose sub-folders have one, is cnnlab's output, never a class of pictures."""
+
+
+def _holds_runs(folder: Path) -> bool:
+    """Whether `folder` is a run folder, or a runs folder: run folders and no pictures of its
+    own (`cnnlab train --dataset .` from inside the picture folder writes runs/ there, with PNG
+    pictures in its run folders). A class folder with a run folder inside stays a class; the
+    run folder itself is skipped when its pictures are listed."""
+    if (folder / RUN_MARKER).is_file():
+        return True
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return False
+    pictures = any(e.suffix.lower() in IMAGE_SUFFIXES and e.is_file() for e in entries)
+    return not pictures and any((e / RUN_MARKER).is_file() for e in entries if e.is_dir())
 
 
 def _class_names(directory: Path, folders: Mapping[str, Path]) -> tuple[str, ...]:
@@ -299,7 +323,11 @@ def _images_under(directory: Path) -> tuple[list[Path], int]:
     found: list[tuple[str, Path]] = []
     ignored = 0
     for folder, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith((".", "__")) and not (Path(folder, d) / RUN_MARKER).is_file()
+        ]
         for name in files:
             path = Path(folder, name)
             if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
