@@ -109,3 +109,58 @@ def write_pictures(folder: Path) -> dict[Path, str]:
             path.write_bytes(encoded(colour_picture(colour, size, seed=index * 10 + number), kind))
             written[path] = colour
     return written
+
+
+MISLABELLED = {"red": ("green",), "green": ("blue", "blue")}
+"""Test pictures filed under the wrong class (folder -> the colours they show): the colour
+model calls them by their colour, so the confusion matrix gets off-diagonal cells."""
+
+
+def write_colour_folder(folder: Path) -> Path:
+    """An image folder of the three colours (train/ and test/, PNG files of a few sizes): 2
+    training pictures per class; 3 test pictures per class that show it, and `MISLABELLED`."""
+    for split, count in (("train", 2), ("test", 3)):
+        for index, colour in enumerate(COLOUR_CLASSES):
+            shown = [colour] * count + list(MISLABELLED.get(colour, ())) * (split == "test")
+            (folder / split / colour).mkdir(parents=True, exist_ok=True)
+            for number, looks in enumerate(shown):
+                size = (20 + 7 * number, 18 + 5 * index)
+                picture = colour_picture(looks, size, seed=10 * index + number)
+                picture.save(folder / split / colour / f"{number:02d}-{looks}.png")
+    return folder
+
+
+def write_evaluated_colour_run(directory: Path, folder: Path) -> Path:
+    """`write_colour_run` with a config.toml that names `folder` (`write_colour_folder`), then
+    evaluated: a folder-trained run's metrics.json and test_predictions.npz, in a second."""
+    from cnnlab.config import load_config
+    from cnnlab.evaluation import evaluate
+
+    run = Run(write_colour_run(directory))
+    # A folder's classes are its sub-folders in sorted order (blue, green, red): the model's
+    # outputs are turned to that order.
+    names = sorted(COLOUR_CLASSES)
+    model = colour_model()
+    order = [COLOUR_CLASSES.index(name) for name in names]
+    model.get_layer("classes").set_weights(
+        [np.eye(3, dtype=np.float32)[:, order] * 12, np.zeros(3)]
+    )
+    model.save(run.model_file)
+    state = run.state()
+    state.class_names = names
+    run.write_state(state)
+    config = load_config(
+        overrides={
+            "data.dataset": str(folder),
+            "data.image_size": "16",
+            "data.color": "rgb",
+            "data.resize": "squash",
+            "data.validation_split": 0.0,
+            "train.seed": 0,
+            "run.runs_dir": str(directory.parent),
+            "run.name": directory.name,
+        }
+    )
+    run.write_config(config)
+    evaluate(run.dir)
+    return run.dir

@@ -136,3 +136,44 @@ def test_no_validation_split_means_no_temperature() -> None:
     assert result["temperature"] is None and result["unsure_threshold"] is None
     assert "after" not in result["calibration"]
     assert "no temperature fitted" in format_calibration(result)
+
+
+def test_evaluate_records_each_test_image(evaluated_run: Path, tiny_npz: Path) -> None:
+    """test_predictions.npz holds one row per test image, in the test set's order, whose
+    labels and predictions make metrics.json's confusion matrix, and whose losses average to
+    its test loss."""
+    from cnnlab.runs import Run
+
+    metrics = json.loads((evaluated_run / "metrics.json").read_text())
+    stored = Run(evaluated_run).test_predictions()
+    assert stored is not None
+    data = np.load(tiny_npz)
+    n, classes = len(data["y_test"]), len(metrics["class_names"])
+    assert stored["index"].tolist() == list(range(n))
+    assert stored["label"].tolist() == data["y_test"].tolist()
+    assert stored["class_names"].tolist() == metrics["class_names"]
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (stored["label"], stored["predicted"]), 1)
+    assert confusion.tolist() == metrics["confusion_matrix"]
+    probabilities = stored["probabilities"]
+    assert probabilities.dtype == np.float16 and probabilities.shape == (n, classes)
+    # float16 keeps 11 bits: each probability within 2**-11 of its own value, a sum of 4 of
+    # them within 4 of those of 1.
+    assert np.allclose(probabilities.astype(np.float64).sum(axis=1), 1.0, atol=4 * 2**-11)
+    picked = probabilities[np.arange(n), stored["predicted"]]
+    assert np.all(picked >= probabilities.max(axis=1))  # the prediction is the most probable
+    loss = stored["loss"]
+    assert loss.dtype == np.float32
+    # Each loss is the float64 figure stored in float32 (relative 6e-8), so their mean is
+    # metrics.json's test loss to far better than 1e-5; near zero, an absolute 1e-7.
+    assert float(loss.astype(np.float64).mean()) == pytest.approx(
+        metrics["test_loss"], rel=1e-5, abs=1e-7
+    )
+    true_p = probabilities[np.arange(n), stored["label"]].astype(np.float64)
+    assert np.allclose(np.exp(-loss), np.maximum(true_p, 1e-7), rtol=2**-10, atol=2**-11)
+
+
+def test_an_old_run_has_no_test_predictions(tiny_run: Path) -> None:
+    from cnnlab.runs import Run
+
+    assert Run(tiny_run).test_predictions() is None

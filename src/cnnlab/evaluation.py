@@ -1,5 +1,6 @@
 """Test-set metrics of a run: loss, accuracy, per-class precision/recall/F1, confusion matrix,
-and calibration (`cnnlab.calibration`: the ECE before and after a temperature).
+and calibration (`cnnlab.calibration`: the ECE before and after a temperature); and each test
+image's outcome (`test_predictions`), so its mistakes can be opened without the model.
 
 Only this stage touches the test set; training tunes on the validation split, and so does the
 temperature fitted here.
@@ -8,6 +9,7 @@ temperature fitted here.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,8 +55,58 @@ def evaluate(
             **{k: both[k] for k in ("test_loss", "test_accuracy", "macro_f1")},
         }
     metrics["run"] = str(run.dir)
+    outcomes = test_predictions(feed, labels, probabilities)
+    if outcomes is not None:
+        run.write_test_predictions(outcomes)
     run.write_metrics(metrics)
     return metrics
+
+
+def test_predictions(
+    feed: Feed, labels: np.ndarray, probabilities: np.ndarray
+) -> dict[str, np.ndarray] | None:
+    """Each test image's outcome, as arrays for `Run.write_test_predictions`: `index` (its row
+    in the test split), `label`, `predicted`, `probabilities` (float16: enough to show, a
+    quarter of float64's size) and `loss` (-log p of the true class, as `test_loss` averages
+    it), with `class_names`; for a folder also each picture's `path` under the folder `root`,
+    so a picture is decoded alone, without scanning the folder.
+
+    None (and a warning) where the streamed pictures cannot be matched to their files: a
+    picture that failed to decode mid-stream was skipped, and its batch refilled."""
+    from cnnlab.data.feed import FolderFeed
+
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    extra: dict[str, np.ndarray] = {}
+    if isinstance(feed, FolderFeed):
+        split = feed.split("test")
+        skipped = set(feed.unreadable)
+        rows = np.array(
+            [i for i, path in enumerate(split.paths) if str(path) not in skipped], np.int64
+        )
+        if len(rows) != len(labels) or not np.array_equal(split.labels[rows], labels):
+            log.warning("the test pictures could not be matched to their files; mistakes not kept")
+            return None
+        root = feed.dataset.root.absolute()
+        paths = [Path(os.path.relpath(split.paths[i].absolute(), root)).as_posix() for i in rows]
+        extra = {"root": np.array(str(root)), "path": np.array(paths, dtype=str)}
+    else:
+        rows = np.arange(len(labels))
+    return {
+        "index": rows.astype(np.int32),
+        "label": labels.astype(np.int16),
+        "predicted": probabilities.argmax(axis=1).astype(np.int16),
+        "probabilities": probabilities.astype(np.float16),
+        "loss": per_image_loss(labels, probabilities).astype(np.float32),
+        "class_names": np.array(feed.class_names, dtype=str),
+        **extra,
+    }
+
+
+def per_image_loss(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """-log p(true class) per image, the probability clipped at 1e-7 as Keras does."""
+    picked = probabilities[np.arange(len(labels)), labels]
+    return -np.log(np.clip(picked, 1e-7, 1.0))
 
 
 def calibration_metrics(
@@ -155,8 +207,7 @@ def classification_metrics(
     f1 = np.divide(
         2 * precision * recall, denominator, out=np.zeros(n_classes), where=denominator > 0
     )
-    picked = probabilities[np.arange(len(y_true)), y_true]
-    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    loss = float(np.mean(per_image_loss(y_true, probabilities)))
     return {
         "test_loss": loss,
         "test_accuracy": float(true_positive.sum() / max(len(y_true), 1)),

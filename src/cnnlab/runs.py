@@ -7,6 +7,8 @@
       model.keras   the best model, written atomically
       history.csv   one row per epoch
       metrics.json  test metrics, once evaluated
+      test_predictions.npz  each test image's label, prediction, probabilities and loss, once
+                    evaluated (`Run.test_predictions`), so mistakes open without the model
       backup/       cnnlab's `TrainingState` (every variable and counter after the last finished
                     epoch) while training runs; removed at the end
       model.onnx    (and other exports) with a sidecar `<file>.json`, once exported
@@ -30,16 +32,18 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
-from cnnlab._io import atomic_write_text
+from cnnlab._io import atomic_path, atomic_write_text
 from cnnlab.errors import ConfigError, RunError, UnsafeModelError
 
 if TYPE_CHECKING:
     import keras
+    import numpy as np
 
     from cnnlab.config import Config
     from cnnlab.data.feed import Feed
@@ -56,6 +60,7 @@ __all__ = [
     "ONNX_FILE",
     "STATE_FILE",
     "SUMMARY_FILE",
+    "TEST_PREDICTIONS_FILE",
     "History",
     "Run",
     "RunState",
@@ -74,6 +79,7 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
 ONNX_FILE = "model.onnx"
+TEST_PREDICTIONS_FILE = "test_predictions.npz"
 
 _MISSING = (None, "", "NA")
 
@@ -215,6 +221,10 @@ class Run:
     @property
     def metrics_file(self) -> Path:
         return self.dir / METRICS_FILE
+
+    @property
+    def test_predictions_file(self) -> Path:
+        return self.dir / TEST_PREDICTIONS_FILE
 
     @property
     def backup_dir(self) -> Path:
@@ -365,6 +375,30 @@ class Run:
     @_writes
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_text(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
+
+    # --- test_predictions.npz ---------------------------------------------------------------
+
+    def test_predictions(self) -> dict[str, np.ndarray] | None:
+        """Each test image's outcome as `cnnlab evaluate` recorded it (arrays by name, see
+        `cnnlab.evaluation.test_predictions`), or None before (or if unreadable)."""
+        import numpy as np
+
+        try:
+            with np.load(self.test_predictions_file, allow_pickle=False) as stored:
+                return {name: stored[name] for name in stored.files}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            logger.warning("%s: ignoring unreadable test predictions (%s)", self.dir, exc)
+            return None
+
+    @_writes
+    def write_test_predictions(self, arrays: Mapping[str, Any]) -> None:
+        """Write the test images' outcomes as one compressed .npz, atomically."""
+        import numpy as np
+
+        with atomic_path(self.test_predictions_file) as tmp, tmp.open("wb") as handle:
+            np.savez_compressed(handle, **arrays)
 
     # --- The model and the data -------------------------------------------------------------
 

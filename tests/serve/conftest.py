@@ -64,3 +64,24 @@ def colour_app(colour_run: Path) -> FastAPI:
 def colour_client(colour_app: FastAPI) -> Iterator[TestClient]:
     with TestClient(colour_app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def evaluated_app(evaluated_run: Path) -> FastAPI:
+    """The app over the evaluated tiny run: its test predictions are recorded."""
+    return create_app(evaluated_run)
+
+
+@pytest.fixture(scope="session")
+def colour_folder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The colour run with a real image folder behind it, evaluated: a folder-trained run's
+    test predictions, with mistakes (`colour_run.MISLABELLED`); shared: read only."""
+    from colour_run import write_colour_folder, write_evaluated_colour_run
+
+    root = tmp_path_factory.mktemp("colour-folder")
+    return write_evaluated_colour_run(root / "colour-run", write_colour_folder(root / "colours"))
+
+
+@pytest.fixture(scope="session")
+def colour_folder_app(colour_folder_run: Path) -> FastAPI:
+    return create_app(colour_folder_run)

@@ -12,13 +12,15 @@ only reads requests and turns the results into HTTP answers.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -42,16 +44,22 @@ from cnnlab.serve.schemas import (
     BATCH_BODY,
     ERRORS,
     IMAGE_BODY,
+    MISTAKE_ERRORS,
+    MISTAKES_LIMIT,
     BatchItem,
     BatchOut,
+    CellClass,
     ClassProbability,
     FeaturesOut,
     Health,
     InputInfo,
     KeepSize,
     LayerInfo,
+    Limit,
     Limits,
     ModelInfo,
+    OutcomeOut,
+    OutcomesOut,
     Picture,
     PredictionOut,
     TopK,
@@ -64,7 +72,9 @@ from cnnlab.serve.service import (
     data_url,
     feature_grid_png,
     input_png,
+    thumbnail_png,
 )
+from cnnlab.visualize.mistakes import MissingTestData, NoTestPredictions, Outcomes, UnknownClass
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +122,7 @@ def create_app(
     app.add_exception_handler(CnnlabError, _cnnlab_error)
     app.add_exception_handler(Exception, _unexpected_error)
     _add_routes(app)
+    _add_mistake_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     log.info("loaded %s (%s, %s)", service.model_name, run, service.predictor.backend)
     return app
@@ -186,6 +197,7 @@ def _add_routes(app: FastAPI) -> None:
             ),
             metrics=service.metrics(),
             training=service.training(),
+            mistakes=service.run.test_predictions_file.is_file(),
         )
 
     @app.get("/api/summary", tags=["model"], response_class=PlainTextResponse)
@@ -246,6 +258,94 @@ def _add_routes(app: FastAPI) -> None:
         return await run_in_threadpool(
             _features, predictor, image, service.top_k_for(top_k), whole, service.colour_input
         )
+
+
+def _add_mistake_routes(app: FastAPI) -> None:
+    """The test images behind the confusion matrix, from what `cnnlab evaluate` recorded."""
+
+    @app.get("/api/mistakes", tags=["test results"], responses=MISTAKE_ERRORS)
+    def mistakes(
+        request: Request,
+        true_class: Annotated[CellClass, Query(alias="true")],
+        predicted: CellClass,
+        limit: Limit = MISTAKES_LIMIT,
+        top_k: TopK = None,
+    ) -> OutcomesOut:
+        """The test images of one confusion-matrix cell: class `true` predicted as `predicted`
+        (the same class: its correct ones), highest loss first, with the cell's count."""
+        service = _service(request)
+        with _mistake_errors():
+            outcomes = service.outcomes()
+            chosen = outcomes.cell(true_class, predicted)
+            true_index, predicted_index = (
+                outcomes.class_index(true_class),
+                outcomes.class_index(predicted),
+            )
+            return _outcomes_out(
+                service,
+                outcomes,
+                chosen,
+                limit,
+                top_k,
+                outcomes.class_names[true_index],
+                outcomes.class_names[predicted_index],
+            )
+
+    @app.get("/api/top-losses", tags=["test results"], responses=MISTAKE_ERRORS)
+    def top_losses(
+        request: Request, limit: Limit = MISTAKES_LIMIT, top_k: TopK = None
+    ) -> OutcomesOut:
+        """The test images with the highest loss (-log p of the true class): the model's most
+        confident mistakes first."""
+        service = _service(request)
+        with _mistake_errors():
+            outcomes = service.outcomes()
+            return _outcomes_out(service, outcomes, outcomes.top_losses(), limit, top_k)
+
+
+@contextlib.contextmanager
+def _mistake_errors() -> Iterator[None]:
+    """What cannot be shown, as HTTP: an unknown class or no recorded predictions 404, test
+    images that cannot be read 409."""
+    try:
+        yield
+    except (NoTestPredictions, UnknownClass) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except MissingTestData as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+def _outcomes_out(
+    service: ModelService,
+    outcomes: Outcomes,
+    positions: np.ndarray,
+    limit: int,
+    top_k: int | None,
+    true: str | None = None,
+    predicted: str | None = None,
+) -> OutcomesOut:
+    shown = positions[:limit]
+    names = outcomes.class_names
+    k = min(service.top_k_for(top_k), len(names))
+    images = []
+    for position, pixels in zip(shown, outcomes.pictures(shown), strict=True):
+        outcome = outcomes.image(int(position))
+        p = outcome.probabilities
+        top = np.argsort(-p, kind="stable")[:k]
+        images.append(
+            OutcomeOut(
+                index=outcome.index,
+                path=outcome.path,
+                true=names[outcome.label],
+                predicted=names[outcome.predicted],
+                probability=float(p[outcome.predicted]),
+                true_probability=float(p[outcome.label]),
+                loss=outcome.loss,
+                top=[ClassProbability(class_name=names[c], probability=float(p[c])) for c in top],
+                image=data_url(thumbnail_png(pixels)),
+            )
+        )
+    return OutcomesOut(true=true, predicted=predicted, count=len(positions), images=images)
 
 
 def _service(request: Request) -> ModelService:

@@ -135,6 +135,44 @@ class ModelInfo(BaseModel):
     limits: Limits
     metrics: dict[str, Any] | None = Field(description="metrics.json, once evaluated")
     training: dict[str, Any] | None = Field(description="status and best epoch from run.json")
+    mistakes: bool = Field(
+        False,
+        description="whether `cnnlab evaluate` recorded each test image's outcome, so "
+        "/api/mistakes and /api/top-losses answer",
+    )
+
+
+class OutcomeOut(BaseModel):
+    index: int = Field(
+        description="the image's row in the run's test split (an image folder's: its file's "
+        "place in the split's sorted list of files)"
+    )
+    path: str | None = Field(
+        None, description="an image folder's picture, relative to the folder; null for arrays"
+    )
+    true: str = Field(description="its class", examples=["Shirt"])
+    predicted: str = Field(description="the model's most probable class", examples=["T-shirt/top"])
+    probability: float = Field(ge=0, le=1, description="the predicted class's probability")
+    true_probability: float = Field(ge=0, le=1, description="the true class's probability")
+    loss: float = Field(ge=0, description="-log of the true class's probability (clipped at 1e-7)")
+    top: list[ClassProbability] = Field(description="the most probable classes")
+    image: str = Field(
+        description="a data: URL of a PNG of the picture as the model saw it (its input's "
+        "pixels; one larger than 128 pixels a side shrunk to fit 128)"
+    )
+
+
+class OutcomesOut(BaseModel):
+    true: str | None = Field(description="the confusion-matrix cell's true class; null: any")
+    predicted: str | None = Field(description="the cell's predicted class; null: any")
+    count: int = Field(
+        description="how many test images the list is chosen from: the cell's count, or every "
+        "test image for the top losses"
+    )
+    images: list[OutcomeOut] = Field(
+        description="the first `limit` of them, highest loss first (as `cnnlab evaluate` "
+        "recorded: probabilities kept to float16)"
+    )
 
 
 class Health(BaseModel):
@@ -215,3 +253,18 @@ KeepSize = Annotated[
         "server's --keep-size)"
     ),
 ]
+MISTAKES_LIMIT = 24
+Limit = Annotated[
+    int,
+    Query(ge=1, le=500, description="how many test images to return at most (highest loss first)"),
+]
+CellClass = Annotated[
+    str, Query(description="a class name, or its index (0 = the first class)", examples=["Shirt"])
+]
+MISTAKE_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"detail": "..."}}}}
+    for code, text in {
+        404: "no class of that name, or no test predictions recorded (run `cnnlab evaluate`)",
+        409: "the run's test images cannot be read (the dataset moved or changed)",
+    }.items()
+}

@@ -27,6 +27,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.prediction.inference import KerasPredictor, load_predictor
 from cnnlab.runs import Run
 from cnnlab.visualize._common import to_png
+from cnnlab.visualize.mistakes import Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class ModelService:
         self.top_k = top_k
         self._picture_lock = threading.Lock()
         self._pictures: dict[str, bytes] = {}
+        self._outcomes_lock = threading.Lock()
+        self._outcomes: tuple[tuple[int, int], Outcomes] | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -164,6 +167,20 @@ class ModelService:
                 self._pictures[name] = self._draw(name)
             return self._pictures[name]
 
+    def outcomes(self) -> Outcomes:
+        """The run's recorded test outcomes (`cnnlab evaluate`), read again when the file
+        changes (a run evaluated while served); NoTestPredictions where there are none. They
+        are data, not the model: an exported (ONNX) model's run folder has them too."""
+        try:
+            stat = self.run.test_predictions_file.stat()
+        except OSError:
+            return Outcomes.load(self.run)  # NoTestPredictions, with its hint
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._outcomes_lock:
+            if self._outcomes is None or self._outcomes[0] != stamp:
+                self._outcomes = (stamp, Outcomes.load(self.run))
+            return self._outcomes[1]
+
     def _draw(self, name: str) -> bytes:
         if name == "model":
             from cnnlab.visualize.model import draw_model
@@ -200,6 +217,21 @@ def input_png(image: NDArray[np.float32]) -> bytes:
         pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
         return to_png(Image.fromarray(pixels, "RGB"))
     return gray_png(image[:, :, :1] if image.ndim == 3 else image)
+
+
+THUMBNAIL_SIDE = 128
+"""Test pictures larger than this (either side) are shown shrunk to it, to keep answers small."""
+
+
+def thumbnail_png(pixels: NDArray[np.uint8]) -> bytes:
+    """uint8 pixels (H, W, 1 or 3) as a PNG: exactly these pixels, or a picture larger than
+    `THUMBNAIL_SIDE` shrunk to fit it (keeping its shape)."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    if max(image.size) > THUMBNAIL_SIDE:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    return to_png(image)
 
 
 def feature_grid_png(maps: NDArray[np.float32]) -> tuple[bytes, int]:

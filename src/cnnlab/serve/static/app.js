@@ -362,6 +362,7 @@ async function loadModel() {
     accuracy === undefined ? "not evaluated yet" : `${(100 * accuracy).toFixed(2)}% test accuracy`,
   ].join(" · ");
   showMetrics(model);
+  showConfusion(model);
 }
 
 function showMetrics(model) {
@@ -391,6 +392,106 @@ function showMetrics(model) {
   const head = element("tr", {}, ...["class", "precision", "recall", "F1", "images"].map((cell) => element("th", { scope: "col" }, cell)));
   const table = element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows));
   $("per-class").replaceChildren(element("details", {}, element("summary", {}, "Per-class test results"), element("div", { class: "table-wrap" }, table)));
+}
+
+// --- Mistakes you can open: the test set's confusion matrix and the images behind it --------
+// Each non-zero cell is a button that opens its test images (GET /api/mistakes), as does
+// "Biggest mistakes" (GET /api/top-losses); both answer from what `cnnlab evaluate` recorded,
+// so nothing is predicted again. A run evaluated before that was recorded shows the matrix only.
+
+const MISTAKES_SHOWN = 24;
+const mistakes = { request: 0, pixelated: false };
+
+function showConfusion(model) {
+  const metrics = model.metrics;
+  if (!metrics?.confusion_matrix) {
+    $("confusion").replaceChildren();
+    return;
+  }
+  const names = metrics.class_names;
+  const open = model.mistakes === true;
+  mistakes.pixelated = Math.max(...model.input_shape.slice(0, 2)) <= 32; // e.g. 28x28 grey
+  const head = element(
+    "tr",
+    {},
+    element("th", { scope: "col" }, "true ↓ · predicted →"),
+    ...names.map((name) => element("th", { scope: "col" }, name)),
+  );
+  const rows = metrics.confusion_matrix.map((row, truth) => {
+    const total = row.reduce((sum, count) => sum + count, 0);
+    const cells = row.map((count, guess) => confusionCell(names, truth, guess, count, total, open));
+    return element("tr", {}, element("th", { scope: "row" }, names[truth]), ...cells);
+  });
+  const caption = "Confusion matrix of the test set: a row per true class, a column per predicted class; "
+    + "shaded by the share of the row" + (open ? ". Choose a number to see those test images." : ".");
+  const table = element("table", { class: "confusion" }, element("caption", {}, caption), element("thead", {}, head), element("tbody", {}, ...rows));
+  const parts = [element("div", { class: "table-wrap" }, table)];
+  if (open) {
+    const button = element("button", { type: "button", id: "top-losses", "aria-pressed": "false" }, "Biggest mistakes (top losses)");
+    button.addEventListener("click", () =>
+      openMistakes(button, `/api/top-losses?limit=${MISTAKES_SHOWN}`, "The test images with the highest loss"),
+    );
+    parts.push(element("div", { class: "buttons" }, button));
+  } else {
+    parts.push(element("p", { class: "muted small" }, "Run `cnnlab evaluate RUN` again to open mistakes."));
+  }
+  $("confusion").replaceChildren(...parts);
+}
+
+function confusionCell(names, truth, guess, count, total, open) {
+  const share = total ? count / total : 0;
+  const cell = element("td", { class: truth === guess ? "diagonal" : "off" });
+  cell.style.setProperty("--share", share.toFixed(3));
+  const label = `true ${names[truth]}, predicted ${names[guess]}: ${count} of ${total} (${(100 * share).toFixed(1)}%)`;
+  if (!open || count === 0) {
+    cell.append(element("span", { title: label }, String(count)));
+    return cell;
+  }
+  const button = element("button", { type: "button", title: label, "aria-label": label, "aria-pressed": "false" }, String(count));
+  button.dataset.true = names[truth];
+  button.dataset.predicted = names[guess];
+  const query = new URLSearchParams({ true: names[truth], predicted: names[guess], limit: MISTAKES_SHOWN });
+  button.addEventListener("click", () =>
+    openMistakes(button, `/api/mistakes?${query}`, `true ${names[truth]} · predicted ${names[guess]}`),
+  );
+  cell.append(button);
+  return cell;
+}
+
+async function openMistakes(button, url, title) {
+  const request = ++mistakes.request; // a later click wins over an answer still on its way
+  for (const other of $("confusion").querySelectorAll("[aria-pressed]")) other.setAttribute("aria-pressed", "false");
+  button.setAttribute("aria-pressed", "true");
+  $("mistakes").hidden = false;
+  $("mistakes-title").textContent = title;
+  $("mistakes-count").textContent = "Loading…";
+  $("mistakes-grid").replaceChildren();
+  try {
+    const response = await fetch(url);
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+    if (request === mistakes.request) showMistakes(answer);
+  } catch (error) {
+    if (request === mistakes.request) $("mistakes-count").textContent = error.message;
+  }
+}
+
+function showMistakes(answer) {
+  const shown = answer.images.length;
+  $("mistakes-count").textContent = shown === answer.count
+    ? `showing all ${shown}`
+    : `showing ${shown} of ${answer.count.toLocaleString()}`;
+  const figures = answer.images.map((item) => {
+    const caption = `true ${item.true} · predicted ${item.predicted} · ${(100 * item.probability).toFixed(1)}%`;
+    const top = item.top.map(({ class: name, probability }) => `${name} ${(100 * probability).toFixed(1)}%`);
+    const image = element("img", { src: item.image, alt: `Test image ${item.index}: ${caption}` });
+    if (mistakes.pixelated) image.classList.add("pixelated");
+    const figure = element("figure", { class: item.true === item.predicted ? "right" : "wrong" }, image, element("figcaption", {}, caption));
+    figure.title = [`test image ${item.index}`, item.path, `loss ${item.loss.toFixed(3)}`, top.join(", ")].filter(Boolean).join(" · ");
+    figure.dataset.index = String(item.index);
+    return figure;
+  });
+  $("mistakes-grid").replaceChildren(...figures);
 }
 
 async function loadSummary() {
