@@ -177,3 +177,29 @@ def test_an_old_run_has_no_test_predictions(tiny_run: Path) -> None:
     from cnnlab.runs import Run
 
     assert Run(tiny_run).test_predictions() is None
+
+
+def test_a_folder_runs_outcomes_name_their_files(tmp_path: Path) -> None:
+    """A folder run's rows are its test files (index: the place in the test split; path:
+    under the folder), also when a picture that decodes badly is skipped mid-stream."""
+    import io
+    import os
+
+    from colour_run import colour_picture, write_colour_folder, write_evaluated_colour_run
+
+    from cnnlab.runs import Run
+
+    folder = write_colour_folder(tmp_path / "colours")
+    encoded = io.BytesIO()
+    colour_picture("red", (30, 30), seed=99).save(encoded, "PNG")
+    (folder / "test" / "red" / "02a-cut.png").write_bytes(encoded.getvalue()[:-40])
+    run = Run(write_evaluated_colour_run(tmp_path / "runs" / "colour", folder))
+    stored = run.test_predictions()
+    assert stored is not None
+    paths = run.data().split("test").paths
+    relative = [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
+    assert "test/red/02a-cut.png" in relative  # found unreadable only when decoded
+    assert "test/red/02a-cut.png" not in stored["path"].tolist()
+    assert len(stored["path"]) == 12 == json.loads(run.metrics_file.read_text())["test_images"]
+    assert [relative[i] for i in stored["index"]] == stored["path"].tolist()
+    assert Path(str(stored["root"])) == folder.absolute()

@@ -331,3 +331,76 @@ def test_an_unsure_answer_says_so(
         assert page.locator("#status").inner_text() == f"Not sure: maybe {label}"
         context.close()
         assert not errors, errors
+
+
+def open_page(browser: Browser, server: LiveServer, model_name: str) -> tuple[Page, list[str]]:
+    """A fresh page on `server`, loaded, with the page's errors collected."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if _is_error(message) else None)
+    page.goto(server.url)
+    page.wait_for_function(f"document.getElementById('model-name').textContent === {model_name!r}")
+    return page, errors
+
+
+def shown_mistakes(page: Page, count: int) -> list[str]:
+    """The captions of the mistakes grid, once it shows `count` loaded pictures."""
+    page.wait_for_function(
+        """count => {
+            const images = [...document.querySelectorAll('#mistakes-grid img')];
+            return images.length === count && images.every(i => i.complete && i.naturalWidth);
+        }""",
+        arg=count,
+    )
+    return page.locator("#mistakes-grid figcaption").all_inner_texts()
+
+
+def test_a_confusion_cell_opens_its_test_images(
+    browser: Browser, colour_folder_app: Any, evaluated_app: Any
+) -> None:
+    """The confusion matrix is a table whose non-zero cells open their test images: a click
+    (or Enter) shows as many pictures as the cell counts, captioned with its pair; "Biggest
+    mistakes" shows the top losses, at most 24."""
+    with LiveServer(colour_folder_app) as server:
+        page, errors = open_page(browser, server, "colour_cnn")
+        table = page.locator("table.confusion")
+        assert table.locator("tbody th[scope=row]").all_inner_texts() == ["blue", "green", "red"]
+        cell = table.locator("button[data-true='green'][data-predicted='blue']")
+        assert cell.inner_text() == "2"
+        cell.click()
+        captions = shown_mistakes(page, 2)
+        assert all(c.startswith("true green · predicted blue · ") for c in captions)
+        assert page.locator("#mistakes-count").inner_text() == "showing all 2"
+        assert page.locator("#mistakes-title").inner_text() == "true green · predicted blue"
+        # the keyboard opens a cell too
+        red = table.locator("button[data-true='red'][data-predicted='green']")
+        red.focus()
+        page.keyboard.press("Enter")
+        assert shown_mistakes(page, 1)[0].startswith("true red · predicted green · ")
+        assert red.get_attribute("aria-pressed") == "true"
+        assert cell.get_attribute("aria-pressed") == "false"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#training").screenshot(path=ARTIFACTS / "serve-mistakes-colour.png")
+        page.context.close()
+    assert not errors, errors
+
+    with LiveServer(evaluated_app) as server:
+        page, errors = open_page(browser, server, "tiny")
+        diagonal = page.locator("table.confusion td.diagonal button").first
+        count = int(diagonal.inner_text())
+        name = diagonal.get_attribute("data-true")
+        diagonal.click()
+        captions = shown_mistakes(page, min(count, 24))
+        assert all(c.startswith(f"true {name} · predicted {name} · ") for c in captions)
+        page.locator("#top-losses").click()
+        page.wait_for_function(
+            "document.getElementById('mistakes-count').textContent === 'showing 24 of 80'"
+        )
+        assert len(shown_mistakes(page, 24)) == 24
+        assert page.locator("#mistakes-grid img.pixelated").count() == 24  # 28x28: pixelated
+        page.locator("#training").screenshot(path=ARTIFACTS / "serve-mistakes-tiny.png")
+        page.context.close()
+    assert not errors, errors

@@ -59,12 +59,17 @@ def as_seen(image: np.ndarray) -> np.ndarray:
 
 
 def check_answer(answer: dict[str, Any], limit: int) -> None:
-    """What every answer promises: at most `limit` images, highest loss first, each with its
-    predicted class the most probable of its top-k, and the probabilities its loss says."""
+    """What every answer promises: at most `limit` images, in their order (a mistake cell the
+    most confident first, otherwise highest loss first), each with its predicted class the
+    most probable of its top-k, and the probabilities its loss says."""
     images = answer["images"]
     assert len(images) == min(answer["count"], limit)
-    losses = [image["loss"] for image in images]
-    assert losses == sorted(losses, reverse=True)
+    if answer["true"] is not None and answer["true"] != answer["predicted"]:
+        confidence = [image["probability"] for image in images]
+        assert confidence == sorted(confidence, reverse=True)
+    else:
+        losses = [image["loss"] for image in images]
+        assert losses == sorted(losses, reverse=True)
     for image in images:
         top = image["top"]
         assert top[0]["class"] == image["predicted"]

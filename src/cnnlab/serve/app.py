@@ -271,8 +271,9 @@ def _add_mistake_routes(app: FastAPI) -> None:
         limit: Limit = MISTAKES_LIMIT,
         top_k: TopK = None,
     ) -> OutcomesOut:
-        """The test images of one confusion-matrix cell: class `true` predicted as `predicted`
-        (the same class: its correct ones), highest loss first, with the cell's count."""
+        """The test images of one confusion-matrix cell, with its count: class `true` predicted
+        as `predicted`, the most confident mistakes first; the same class twice: its correct
+        ones, the least sure first."""
         service = _service(request)
         with _mistake_errors():
             outcomes = service.outcomes()

@@ -170,8 +170,9 @@ class OutcomesOut(BaseModel):
         "test image for the top losses"
     )
     images: list[OutcomeOut] = Field(
-        description="the first `limit` of them, highest loss first (as `cnnlab evaluate` "
-        "recorded: probabilities kept to float16)"
+        description="the first `limit` of them (as `cnnlab evaluate` recorded them: "
+        "probabilities kept to float16): a cell's mistakes the most confident first, a "
+        "diagonal cell's correct ones the least sure first, the top losses highest loss first"
     )
 
 

@@ -120,13 +120,15 @@ class Outcomes:
         return counts
 
     def cell(self, true: str | int, predicted: str | int) -> np.ndarray:
-        """Positions of the test images of class `true` predicted as `predicted` (equal: that
-        class's correct ones), highest loss first: the most confident mistakes, or the least
-        sure of the correct answers."""
-        chosen = (self.labels == self.class_index(true)) & (
-            self.predicted == self.class_index(predicted)
-        )
-        return self._by_loss(np.flatnonzero(chosen))
+        """Positions of the test images of class `true` predicted as `predicted`: mistakes the
+        most confident first (the predicted class's probability, highest first); for the same
+        class twice, its correct ones, the least sure first (highest loss)."""
+        truth, guess = self.class_index(true), self.class_index(predicted)
+        chosen = np.flatnonzero((self.labels == truth) & (self.predicted == guess))
+        if truth == guess:
+            return self._by_loss(chosen)
+        confidence = self.probabilities[chosen, guess].astype(np.float32)
+        return chosen[np.argsort(-confidence, kind="stable")]
 
     def top_losses(self) -> np.ndarray:
         """Positions of every test image, highest loss first."""
