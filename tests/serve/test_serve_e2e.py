@@ -404,3 +404,24 @@ def test_a_confusion_cell_opens_its_test_images(
         page.locator("#training").screenshot(path=ARTIFACTS / "serve-mistakes-tiny.png")
         page.context.close()
     assert not errors, errors
+
+
+def test_a_run_evaluated_before_mistakes_were_kept_says_how_to_open_them(
+    browser: Browser, evaluated_run: Path, tmp_path: Path
+) -> None:
+    """metrics.json without test_predictions.npz: the matrix, no buttons, and the hint."""
+    from cnnlab.serve import create_app
+
+    run = Path(shutil.copytree(evaluated_run, tmp_path / "tiny"))
+    (run / "test_predictions.npz").unlink()
+    with LiveServer(create_app(run)) as server:
+        page, errors = open_page(browser, server, "tiny")
+        page.wait_for_selector("table.confusion")
+        assert page.locator("table.confusion button").count() == 0
+        assert page.locator("#top-losses").count() == 0
+        assert (
+            "Run `cnnlab evaluate RUN` again to open mistakes."
+            in page.locator("#confusion").inner_text()
+        )
+        page.context.close()
+    assert not errors, errors

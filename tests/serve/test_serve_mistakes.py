@@ -242,3 +242,13 @@ def test_an_onnx_served_run_opens_its_mistakes(evaluated_run: Path, tmp_path: Pa
         response = client.get("/api/top-losses", params={"limit": 3})
     assert response.status_code == 200
     assert len(response.json()["images"]) == 3
+
+
+def test_a_large_picture_is_shrunk_and_a_small_one_kept_exactly() -> None:
+    from cnnlab.serve.service import THUMBNAIL_SIDE, data_url, thumbnail_png
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(decoded(data_url(thumbnail_png(small))), small)
+    large = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    assert decoded(data_url(thumbnail_png(large))).shape == (85, THUMBNAIL_SIDE, 3)
