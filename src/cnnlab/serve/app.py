@@ -278,19 +278,10 @@ def _add_mistake_routes(app: FastAPI) -> None:
         with _mistake_errors():
             outcomes = service.outcomes()
             chosen = outcomes.cell(true_class, predicted)
-            true_index, predicted_index = (
-                outcomes.class_index(true_class),
-                outcomes.class_index(predicted),
+            true_name, predicted_name = (
+                outcomes.class_names[outcomes.class_index(name)] for name in (true_class, predicted)
             )
-            return _outcomes_out(
-                service,
-                outcomes,
-                chosen,
-                limit,
-                top_k,
-                outcomes.class_names[true_index],
-                outcomes.class_names[predicted_index],
-            )
+            return _outcomes_out(service, outcomes, chosen, limit, top_k, true_name, predicted_name)
 
     @app.get("/api/top-losses", tags=["test results"], responses=MISTAKE_ERRORS)
     def top_losses(
