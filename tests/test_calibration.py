@@ -8,6 +8,8 @@ import pytest
 from cnnlab.calibration import (
     Reliability,
     UnsureRule,
+    energy,
+    energy_threshold,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -100,3 +102,40 @@ def test_the_unsure_rule_from_metrics() -> None:
     )
     assert rule.is_unsure(np.array([0.7, 0.2, 0.1]))
     assert not rule.is_unsure(np.array([0.98, 0.01, 0.01]))
+
+
+def test_energy_by_hand() -> None:
+    # -T logsumexp(z / T): two equal logits 0 give -log 2; raising every logit by c lowers the
+    # energy by c (the softmax would not notice); a higher T spreads it.
+    assert energy(np.array([[0.0, 0.0]]))[0] == pytest.approx(-np.log(2))
+    z = np.array([[1.0, 3.0, -2.0]])
+    assert energy(z + 5.0)[0] == pytest.approx(energy(z)[0] - 5.0)
+    assert energy(z, 2.0)[0] == pytest.approx(-2.0 * np.log(np.exp(z / 2.0).sum()))
+    with pytest.raises(ValueError, match="positive"):
+        energy(z, 0.0)
+
+
+def test_energy_threshold_flags_at_most_the_share() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, size=(1_000, 5))
+    threshold = energy_threshold(logits, 1.5, 0.05)
+    flagged = (energy(logits, 1.5) > threshold).mean()
+    assert 0.04 <= flagged <= 0.05
+    assert energy_threshold(logits, 1.5, 0.0) == pytest.approx(energy(logits, 1.5).max())
+    assert energy_threshold(np.zeros((0, 5)), 1.0) == 0.0
+
+
+def test_the_energy_decides_where_the_logits_are_known() -> None:
+    rule = UnsureRule.from_metrics(
+        {"temperature": 1.0, "unsure_threshold": 0.6, "unsure_energy_threshold": -3.0}
+    )
+    assert rule == UnsureRule(1.0, 0.6, -3.0)
+    sure_probs = np.array([0.98, 0.01, 0.01])
+    # The same probabilities from low logits (energy about -1.0) and from high ones (-5.0).
+    low, high = np.log(sure_probs) + 1.0, np.log(sure_probs) + 5.0
+    assert rule.is_unsure(sure_probs, low[np.newaxis])
+    assert not rule.is_unsure(sure_probs, high[np.newaxis])
+    assert not rule.is_unsure(sure_probs)  # no logits: the probability threshold decides
+    # A picture's framings: their mean energy decides.
+    assert rule.is_unsure(sure_probs, np.stack([high, low, low]))
+    assert not rule.is_unsure(sure_probs, np.stack([high, high, low]))

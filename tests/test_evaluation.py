@@ -90,11 +90,13 @@ def test_evaluate_reports_calibration(run_copy: Path, tiny_npz: Path) -> None:
     import keras
 
     from cnnlab.calibration import (
+        energy,
         expected_calibration_error,
         fit_temperature,
         with_temperature,
     )
     from cnnlab.data.datasets import load_dataset, prepare
+    from cnnlab.model.heads import with_logits
 
     metrics = evaluate(tiny_run)
     assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["ece_calibrated"] <= 1
@@ -115,14 +117,23 @@ def test_evaluate_reports_calibration(run_copy: Path, tiny_npz: Path) -> None:
     assert saved["temperature"] == metrics["temperature"]
     assert sum(saved["calibration"]["before"]["counts"]) == 80
     assert "calibration: ECE" in format_report(metrics)
-    # The unsure threshold flags at most 5% of the validation images, and is kept for predict.
-    assert 0 < metrics["unsure_threshold"] <= 1
+    # The unsure rule flags at most 5% of the validation images, and is kept for predict: by
+    # the energy of the logits (the tiny model ends in Dense(softmax)), with the probability
+    # threshold kept for a predictor without logits.
+    assert metrics["unsure_score"] == "energy"
     assert metrics["val_unsure_share"] <= 0.05
     assert 0 <= metrics["test_unsure_share"] <= 1
+    _, val_logits = with_logits(model).predict(splits.x_val, verbose=0)
+    energies = energy(val_logits, metrics["temperature"])
+    assert (energies > metrics["unsure_energy_threshold"]).mean() == pytest.approx(
+        metrics["val_unsure_share"]
+    )
+    assert 0 < metrics["unsure_threshold"] <= 1
     confidence = with_temperature(val, metrics["temperature"]).max(axis=1)
-    assert (confidence < metrics["unsure_threshold"]).mean() == metrics["val_unsure_share"]
+    assert (confidence < metrics["unsure_threshold"]).mean() <= 0.05
+    assert saved["unsure_energy_threshold"] == metrics["unsure_energy_threshold"]
     assert saved["unsure_threshold"] == metrics["unsure_threshold"]
-    assert "unsure below confidence" in format_report(metrics)
+    assert "unsure above energy" in format_report(metrics)
 
 
 def test_no_validation_split_means_no_temperature() -> None:

@@ -105,6 +105,53 @@ def test_onnx_export_writes_metadata_and_matches_keras(
 
 
 @needs_onnx
+def test_onnx_gives_the_logits_and_the_same_unsure_answers(
+    evaluated_run: Path, exported: dict[str, Path]
+) -> None:
+    """The ONNX file's second output is the logits (the unsure rule's energy needs them): they
+    match the float32 Keras model's, and ONNX Runtime marks the same answers unsure as Keras."""
+    import onnxruntime as ort
+
+    from cnnlab.model.heads import with_logits
+    from cnnlab.prediction.inference import load_predictor
+    from cnnlab.prediction.lite import OnnxPredictor
+    from cnnlab.runs import load_model
+
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    assert [output.shape[-1] for output in session.get_outputs()] == [len(CLASS_NAMES)] * 2
+    x = _test_images()
+    onnx_probs, onnx_logits = session.run(None, {session.get_inputs()[0].name: x})
+    both = with_logits(float32_model(load_model(evaluated_run)))
+    assert both is not None
+    _, keras_logits = both.predict_on_batch(x)
+    np.testing.assert_allclose(onnx_logits, keras_logits, rtol=1e-4, atol=1e-3)
+    shifted = np.exp(onnx_logits - onnx_logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(shifted / shifted.sum(axis=1, keepdims=True), onnx_probs, atol=1e-5)
+
+    keras_predictor = load_predictor(evaluated_run)
+    onnx_predictor = OnnxPredictor.load(exported["onnx"])
+    assert onnx_predictor.gives_logits
+    onnx_predictor.unsure_rule = keras_predictor.unsure_rule
+    rule = keras_predictor.unsure_rule
+    assert rule is not None and rule.energy_threshold is not None
+    # A threshold at the median energy of these pictures: about half are unsure, and both
+    # runtimes agree on which, but for a picture whose energy lies within 0.5 of it (the
+    # Keras model may compute in bfloat16, logits off by up to ~1%; ONNX in float32).
+    from cnnlab.calibration import UnsureRule, energy
+
+    energies = energy(keras_logits, rule.temperature)
+    middle = float(np.median(energies))
+    tested = UnsureRule(rule.temperature, rule.threshold, middle)
+    keras_predictor.unsure_rule = onnx_predictor.unsure_rule = tested
+    keras_flags = [r.unsure for r in keras_predictor.predict(list(x))]
+    onnx_flags = [r.unsure for r in onnx_predictor.predict(list(x))]
+    assert 10 <= sum(onnx_flags) <= len(x) - 10
+    differ = [i for i, (k, o) in enumerate(zip(keras_flags, onnx_flags, strict=True)) if k != o]
+    assert all(abs(energies[i] - middle) < 0.5 for i in differ), differ
+    assert len(differ) <= len(x) // 4
+
+
+@needs_onnx
 @pytest.mark.skipif(not HAS_LITERT, reason="needs ai-edge-litert")
 def test_litert_export_matches_keras(tiny_run: Path, exported: dict[str, Path]) -> None:
     from ai_edge_litert.interpreter import Interpreter

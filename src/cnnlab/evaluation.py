@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnlab import calibration
 from cnnlab.errors import DataError
+from cnnlab.model.heads import with_logits
 from cnnlab.runs import Run
 
 if TYPE_CHECKING:
@@ -43,10 +44,19 @@ def evaluate(
     run = Run(run_dir)
     feed = run.data(data_dir, validation=True)
     model = run.load_model(unsafe=unsafe)
-    labels, probabilities, flipped = _predict_test_set(model, feed, batch_size, tta=tta)
+    model_and_logits = with_logits(model) or model
+    labels, probabilities, flipped, logits = _predict_test_set(
+        model_and_logits, feed, batch_size, tta=tta
+    )
     metrics = classification_metrics(labels, probabilities, feed.class_names)
-    val_labels, val_probabilities = _predict_split(model, feed, "val", batch_size)
-    metrics.update(calibration_metrics(labels, probabilities, val_labels, val_probabilities))
+    val_labels, val_probabilities, val_logits = _predict_split(
+        model_and_logits, feed, "val", batch_size
+    )
+    metrics.update(
+        calibration_metrics(
+            labels, probabilities, val_labels, val_probabilities, logits, val_logits
+        )
+    )
     if tta:
         averaged = (probabilities + flipped) / 2
         both = classification_metrics(labels, averaged, feed.class_names)
@@ -114,14 +124,17 @@ def calibration_metrics(
     probabilities: np.ndarray,
     val_labels: np.ndarray,
     val_probabilities: np.ndarray,
+    logits: np.ndarray | None = None,
+    val_logits: np.ndarray | None = None,
     *,
     bins: int = calibration.BINS,
 ) -> dict[str, Any]:
     """The test set's ECE, a temperature fitted on the validation split (None without one),
-    the test ECE after it, the validation NLL before and after, the "unsure" threshold
-    (`cnnlab.calibration.UnsureRule`: at most `UNSURE_SHARE` of the validation images below
-    it) with the share of validation and test images it flags, and the reliability tables
-    `cnnlab visualize calibration` draws."""
+    the test ECE after it, the validation NLL before and after, the "unsure" thresholds
+    (`cnnlab.calibration.UnsureRule`: at most `UNSURE_SHARE` of the validation images beyond
+    each; the energy's only with the logits) with the share of validation and test images the
+    rule flags (`unsure_score`: which score decided), and the reliability tables `cnnlab
+    visualize calibration` draws."""
     before = calibration.reliability(probabilities, labels, bins)
     result: dict[str, Any] = {
         "ece": before.ece,
@@ -129,7 +142,9 @@ def calibration_metrics(
         "ece_calibrated": None,
         "val_nll": None,
         "val_nll_calibrated": None,
+        "unsure_score": None,
         "unsure_threshold": None,
+        "unsure_energy_threshold": None,
         "val_unsure_share": None,
         "test_unsure_share": None,
     }
@@ -141,51 +156,94 @@ def calibration_metrics(
         after = calibration.reliability(
             calibration.with_temperature(probabilities, temperature), labels, bins
         )
-        rule = calibration.UnsureRule(temperature, calibration.unsure_threshold(val_calibrated))
+        rule = calibration.UnsureRule(
+            temperature,
+            calibration.unsure_threshold(val_calibrated),
+            None if val_logits is None else calibration.energy_threshold(val_logits, temperature),
+        )
         result.update(
             temperature=temperature,
             ece_calibrated=after.ece,
             val_nll=calibration.negative_log_likelihood(val_probabilities, val_labels),
             val_nll_calibrated=calibration.negative_log_likelihood(val_calibrated, val_labels),
+            unsure_score="probability" if rule.energy_threshold is None else "energy",
             unsure_threshold=rule.threshold,
-            val_unsure_share=float((rule.confidence(val_probabilities) < rule.threshold).mean()),
-            test_unsure_share=float((rule.confidence(probabilities) < rule.threshold).mean()),
+            unsure_energy_threshold=rule.energy_threshold,
+            val_unsure_share=_unsure_share(rule, val_probabilities, val_logits),
+            test_unsure_share=_unsure_share(rule, probabilities, logits),
         )
         tables["after"] = after.to_dict()
     result["calibration"] = tables
     return result
 
 
+def _unsure_share(
+    rule: calibration.UnsureRule, probabilities: np.ndarray, logits: np.ndarray | None
+) -> float:
+    """The share of these images the rule flags."""
+    if not len(probabilities):
+        return 0.0
+    rows = range(len(probabilities))
+    flags = [rule.is_unsure(probabilities[i], None if logits is None else logits[i]) for i in rows]
+    return float(np.mean(flags))
+
+
+def _outputs(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The probabilities of a batch, and its logits where `model` gives them as well
+    (`cnnlab.model.heads.with_logits`)."""
+    output = model.predict_on_batch(x)
+    if isinstance(output, (list, tuple)):
+        return np.asarray(output[0], np.float64), np.asarray(output[1], np.float64)
+    return np.asarray(output, dtype=np.float64), None
+
+
+def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    """The parts joined, or None if any is None (a model without logits)."""
+    known = [part for part in parts if part is not None]
+    return np.concatenate(known) if known and len(known) == len(parts) else None
+
+
 def _predict_split(
     model: Any, feed: Feed, split: Literal["val", "test"], batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A split's labels and the model's probabilities (both empty for an empty split)."""
-    labels, probabilities = [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A split's labels, the model's probabilities (both empty for an empty split) and its
+    logits where the model gives them."""
+    labels, probabilities, logits = [], [], []
     if feed.count(split):
         for x, y in feed.numpy_batches(split, batch_size):
             labels.append(np.asarray(y).astype(np.int64).ravel())
-            probabilities.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+            batch_probabilities, batch_logits = _outputs(model, x)
+            probabilities.append(batch_probabilities)
+            logits.append(batch_logits)
     if not labels:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, len(feed.class_names)))
-    return np.concatenate(labels), np.concatenate(probabilities)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, len(feed.class_names))), None
+    return np.concatenate(labels), np.concatenate(probabilities), _joined(logits)
 
 
 def _predict_test_set(
     model: Any, feed: Feed, batch_size: int, *, tta: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The test labels and the model's probabilities, batch by batch (a folder's test set is
-    streamed: the labels are those of the pictures that could be read), and with `tta` the
-    probabilities of each picture flipped left-right."""
-    labels, plain, flipped = [], [], []
+    streamed: the labels are those of the pictures that could be read), with `tta` the
+    probabilities of each picture flipped left-right, and the logits where the model gives
+    them."""
+    labels, plain, flipped, logits = [], [], [], []
     for x, y in feed.numpy_batches("test", batch_size):
         labels.append(y)
-        plain.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+        probabilities, batch_logits = _outputs(model, x)
+        plain.append(probabilities)
+        logits.append(batch_logits)
         if tta:
-            flipped.append(np.asarray(model.predict_on_batch(x[:, :, ::-1]), dtype=np.float64))
+            flipped.append(_outputs(model, x[:, :, ::-1])[0])
     if not labels:
         raise DataError("the test split holds no readable image; nothing to evaluate")
     joined = np.concatenate(plain)
-    return np.concatenate(labels), joined, np.concatenate(flipped) if tta else joined
+    return (
+        np.concatenate(labels),
+        joined,
+        np.concatenate(flipped) if tta else joined,
+        _joined(logits),
+    )
 
 
 def classification_metrics(
@@ -277,8 +335,11 @@ def format_calibration(metrics: dict[str, Any]) -> str:
     )
     if metrics.get("unsure_threshold") is None:
         return line
+    if metrics.get("unsure_energy_threshold") is not None:
+        rule = f"unsure above energy {metrics['unsure_energy_threshold']:.3f}"
+    else:
+        rule = f"unsure below confidence {metrics['unsure_threshold']:.4f} after the temperature"
     return (
-        f"{line}\nunsure below confidence {metrics['unsure_threshold']:.4f} after the temperature:"
-        f" {metrics['val_unsure_share']:.1%} of validation, {metrics['test_unsure_share']:.1%}"
-        " of test images flagged"
+        f"{line}\n{rule}: {metrics['val_unsure_share']:.1%} of validation,"
+        f" {metrics['test_unsure_share']:.1%} of test images flagged"
     )

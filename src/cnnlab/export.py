@@ -127,7 +127,9 @@ def export(
                 _keras_export(exported, tmp, keras_format, name)
         else:
             with atomic_path(target) as tmp:
-                _keras_export(exported, tmp, keras_format, name)
+                _keras_export(
+                    _onnx_model(exported) if name == "onnx" else exported, tmp, keras_format, name
+                )
                 if name == "onnx":
                     _add_onnx_metadata(tmp, info)
         atomic_write_text(
@@ -202,6 +204,21 @@ def float32_model(model: keras.Model) -> keras.Model:
     shape = [1] + [v or 28 for v in model.input_shape[1:]]
     exported(np.zeros(shape, dtype="float32"))
     return exported
+
+
+def _onnx_model(model: keras.Model) -> keras.Model:
+    """`model` with the logits as a second output (`cnnlab.model.heads.with_logits`), for an
+    ONNX file: ONNX Runtime then marks unsure answers by the same energy as Keras. The other
+    formats keep one output (a LiteRT converter may reorder outputs)."""
+    import numpy as np
+
+    from cnnlab.model.heads import with_logits
+
+    both = with_logits(model)
+    if both is None:
+        return model
+    both(np.zeros([1] + [v or 28 for v in model.input_shape[1:]], dtype="float32"))
+    return both
 
 
 def _compute_dtypes(model: keras.Model) -> set[str]:

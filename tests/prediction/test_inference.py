@@ -94,27 +94,38 @@ def test_keep_size_needs_a_model_with_open_height_and_width(tiny_run: Path) -> N
 def test_answers_are_marked_unsure_once_evaluated(evaluated_run: Path) -> None:
     import json
 
-    from cnnlab.calibration import UnsureRule
+    from cnnlab.calibration import UnsureRule, energy
 
     metrics = json.loads((evaluated_run / "metrics.json").read_text())
     predictor = load_predictor(evaluated_run)
     rule = predictor.unsure_rule
-    assert rule == UnsureRule(metrics["temperature"], metrics["unsure_threshold"])
+    assert rule == UnsureRule(
+        metrics["temperature"], metrics["unsure_threshold"], metrics["unsure_energy_threshold"]
+    )
+    assert rule is not None and rule.energy_threshold is not None
     arrays = [
         a.astype(np.float32) / 255 for a in make_images(np.arange(4), np.random.default_rng(6))
     ]
     rng = np.random.default_rng(7)
     arrays.append(rng.random((28, 28), dtype=np.float32))  # noise: not one of the classes
     results = predictor.predict(arrays, top_k=2)
-    for result in results:
-        expected = rule.confidence(np.array(result.probabilities))[0] < rule.threshold
+    assert predictor.with_logits is not None
+    for array, result in zip(arrays, results, strict=True):
+        (prepared,) = predictor.prepare([array])
+        _, logits = predictor.with_logits.predict_on_batch(prepared.inputs)
+        expected = energy(logits, rule.temperature).mean() > rule.energy_threshold
         assert result.unsure is bool(expected)
         assert result.to_dict()["unsure"] is result.unsure
-    # The flag follows the rule: a threshold above any probability marks every answer, one of
-    # 0 none; without a rule (a run not evaluated) the answer has no "unsure" key at all.
-    predictor.unsure_rule = UnsureRule(1.0, 1.01)
+    # The flag follows the rule: an energy threshold below any energy marks every answer, one
+    # above all none; without the logits the probability threshold decides (above any
+    # probability: all); without a rule (a run not evaluated) the answer has no "unsure" key.
+    predictor.unsure_rule = UnsureRule(1.0, 0.0, -1e9)
     assert all(r.unsure for r in predictor.predict(arrays))
-    predictor.unsure_rule = UnsureRule(1.0, 0.0)
+    predictor.unsure_rule = UnsureRule(1.0, 1.01, 1e9)
+    assert not any(r.unsure for r in predictor.predict(arrays))
+    predictor.with_logits = None
+    assert all(r.unsure for r in predictor.predict(arrays))
+    predictor.unsure_rule = UnsureRule(1.0, 0.0, -1e9)
     assert not any(r.unsure for r in predictor.predict(arrays))
     predictor.unsure_rule = None
     (plain,) = predictor.predict(arrays[:1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -39,15 +39,15 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def model_inputs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[np.ndarray]]:
     """Every batch any predictor hands to its model (Keras or ONNX Runtime) while a test runs:
-    both run their model through the base class's `probabilities`."""
+    both run their model through the base class's `_rows` (probabilities, and logits)."""
     seen: list[np.ndarray] = []
-    real = Predictor.probabilities
+    real = Predictor._rows
 
-    def recording(self: Predictor, batch: np.ndarray) -> np.ndarray:
+    def recording(self: Predictor, batch: np.ndarray) -> Any:
         seen.append(np.array(batch, copy=True))
         return real(self, batch)
 
-    monkeypatch.setattr(Predictor, "probabilities", recording)
+    monkeypatch.setattr(Predictor, "_rows", recording)
     yield seen
 
 

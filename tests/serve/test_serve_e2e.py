@@ -312,7 +312,8 @@ def test_an_unsure_answer_says_so(
 
     run = Path(shutil.copytree(evaluated_run, tmp_path / "tiny"))
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["unsure_threshold"] = 1.01
+    metrics["unsure_threshold"] = 1.01  # above any probability
+    metrics["unsure_energy_threshold"] = -1e9  # below any energy
     (run / "metrics.json").write_text(json.dumps(metrics))
     label, array = images[5]
     path = tmp_path / "picture.png"

@@ -43,7 +43,12 @@ class KerasPredictor(Predictor):
         recipe: Recipe | None = None,
     ) -> None:
         """`recipe`: how pictures become inputs (None: the garment recipe); see `Predictor`."""
+        from cnnlab.model.heads import with_logits
+
         self.model = model
+        self.with_logits = with_logits(model)
+        """The model with its logits as a second output (the unsure rule's energy), or None
+        where its last layer is no softmax that can be undone."""
         self.name = str(model.name)
         self.parameters = int(model.count_params())
         super().__init__(
@@ -70,7 +75,10 @@ class KerasPredictor(Predictor):
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         # predict_on_batch skips predict()'s dataset machinery: ~1 ms instead of ~40 ms.
-        return self.model.predict_on_batch(batch)
+        if self.with_logits is None:
+            return self.model.predict_on_batch(batch)
+        probabilities, logits = self.with_logits.predict_on_batch(batch)
+        return probabilities, logits
 
     def features(
         self,

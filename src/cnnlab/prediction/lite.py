@@ -48,8 +48,11 @@ class OnnxPredictor(Predictor):
         model_input = session.get_inputs()[0]
         self.input_name = model_input.name
         shape = tuple(v if isinstance(v, int) else None for v in model_input.shape[1:])
-        outputs = session.get_outputs()[0].shape
-        n_classes = outputs[-1] if isinstance(outputs[-1], int) else None
+        outputs = session.get_outputs()
+        n_classes = outputs[0].shape[-1] if isinstance(outputs[0].shape[-1], int) else None
+        self.gives_logits = len(outputs) == 2 and outputs[1].shape[-1] == outputs[0].shape[-1]
+        """Whether the file has the logits as its second output (`cnnlab export` writes them
+        since the unsure rule's energy needs them; an older export has probabilities only)."""
         try:
             super().__init__(shape, class_names, n_classes, recipe=recipe)
         except CnnlabError as exc:
@@ -93,7 +96,8 @@ class OnnxPredictor(Predictor):
 
     def _forward(self, batch: NDArray[np.float32]) -> Any:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
-        return self.session.run(None, feed)[0]
+        outputs = self.session.run(None, feed)
+        return (outputs[0], outputs[1]) if self.gives_logits else outputs[0]
 
 
 def _sidecar_recipe(path: Path, info: dict[str, Any]) -> Recipe | None:

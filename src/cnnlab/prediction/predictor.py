@@ -160,7 +160,20 @@ class Predictor(abc.ABC):
 
     @abc.abstractmethod
     def _forward(self, batch: NDArray[np.float32]) -> Any:
-        """The model's output (class probabilities) for a non-empty batch of inputs."""
+        """The model's output for a non-empty batch of inputs: the class probabilities, or
+        (probabilities, logits) where the predictor knows the logits too (the unsure rule's
+        energy needs them)."""
+
+    def _outputs(
+        self, batch: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """`_forward` under `model_lock`, as float64 (probabilities, logits or None)."""
+        with self.model_lock:
+            output = self._forward(batch)
+        if isinstance(output, (tuple, list)):
+            probabilities, logits = output
+            return np.asarray(probabilities, np.float64), np.asarray(logits, np.float64)
+        return np.asarray(output, dtype=np.float64), None
 
     @property
     def any_input_size(self) -> bool:
@@ -281,16 +294,22 @@ class Predictor(abc.ABC):
         A batch of framed inputs, (N, framings, H, W, C), gives one row per image: the mean of
         its framings' probabilities. Only the model call holds `model_lock`.
         """
+        return self._rows(batch)[0]
+
+    def _rows(
+        self, batch: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """`probabilities`, and the logits of every input where known: (N, classes), or
+        (N, framings, classes) for a framed batch; None where the model gives no logits."""
         if not len(batch):
-            return np.zeros((0, len(self.class_names)))
+            return np.zeros((0, len(self.class_names))), None
         if batch.ndim == 5:
             count, framings = batch.shape[:2]
             flat = batch.reshape(count * framings, *batch.shape[2:])
-            with self.model_lock:
-                output = np.asarray(self._forward(flat))
-            return output.astype(np.float64).reshape(count, framings, -1).mean(axis=1)
-        with self.model_lock:
-            return np.asarray(self._forward(batch), dtype=np.float64)
+            probabilities, logits = self._outputs(flat)
+            rows = probabilities.reshape(count, framings, -1).mean(axis=1)
+            return rows, None if logits is None else logits.reshape(count, framings, -1)
+        return self._outputs(batch)
 
     def _predict_prepared(self, prepared: Sequence[Prepared], top_k: int) -> list[Prediction]:
         """One Prediction per prepared image, in order: its error, or its ranked row.
@@ -301,23 +320,36 @@ class Predictor(abc.ABC):
         inputs = {i: item.inputs for i, item in enumerate(prepared) if item.inputs is not None}
         fitted = {i: framed for i, framed in inputs.items() if framed.shape[1:3] == self.size}
         rows: dict[int, NDArray[np.float64]] = {}
+        logits: dict[int, NDArray[np.float64] | None] = {}
         if fitted:
             count = max(len(framed) for framed in fitted.values())
             batch = np.stack([np.repeat(x, count // len(x), axis=0) for x in fitted.values()])
-            rows.update(zip(fitted, self.probabilities(batch), strict=True))
+            probabilities, framed_logits = self._rows(batch)
+            for place, index in enumerate(fitted):
+                rows[index] = probabilities[place]
+                logits[index] = None if framed_logits is None else framed_logits[place]
         for index, framed in inputs.items():
             if index not in rows:  # kept at its own size: one forward pass each
-                rows[index] = self.probabilities(framed[np.newaxis])[0]
+                probabilities, framed_logits = self._rows(framed[np.newaxis])
+                rows[index] = probabilities[0]
+                logits[index] = None if framed_logits is None else framed_logits[0]
         return [
-            self._ranked(rows[index], item, top_k)
+            self._ranked(rows[index], item, top_k, logits[index])
             if index in rows
             else Prediction(item.source, error=item.error or f"{item.source}: not prepared")
             for index, item in enumerate(prepared)
         ]
 
-    def _ranked(self, probabilities: NDArray[np.float64], item: Prepared, top_k: int) -> Prediction:
+    def _ranked(
+        self,
+        probabilities: NDArray[np.float64],
+        item: Prepared,
+        top_k: int,
+        logits: NDArray[np.float64] | None = None,
+    ) -> Prediction:
         """A Prediction holding the `top_k` (1 up to the number of classes) most probable
-        classes of one probability row."""
+        classes of one probability row, marked unsure by the rule (with the logits of the
+        picture's framings where known)."""
         probs = np.asarray(probabilities, dtype=np.float64)
         order = np.argsort(-probs)[: max(1, min(top_k, len(self.class_names)))]
         top = [(self.class_names[i], float(probs[i])) for i in order]
@@ -328,7 +360,7 @@ class Predictor(abc.ABC):
             probabilities=probs.tolist(),
             box=item.box,
             blank=item.blank,
-            unsure=None if rule is None else rule.is_unsure(probs),
+            unsure=None if rule is None else rule.is_unsure(probs, logits),
         )
 
     def check_keep_size(self) -> None:
