@@ -103,6 +103,25 @@ class CellArithmetic:
         """True when this sum equals what Keras computed, to `tolerance`."""
         return abs(self.value - self.keras_value) <= self.tolerance
 
+    def describe(self) -> str:
+        """The rule this cell follows, in one sentence for a learner."""
+        height, width = self.padding.shape
+        if self.kernel is None:
+            largest = "largest" if self.operation == "max" else "mean"
+            return (
+                f"Each output of {self.layer} is the {largest} value of a {height}x{width} "
+                f"window of one channel of {self.previous}'s output (the same channel)."
+            )
+        channels = self.patch.shape[-1]
+        every = (
+            "the input channel" if channels == 1 else f"every one of the {channels} input channels"
+        )
+        then = "" if self.activation == "linear" else f", then {self.activation}"
+        return (
+            f"Each output of {self.layer} is the sum of input x kernel over the {height}x{width} "
+            f"window of {every}, plus the bias{then}."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready numbers: arrays as nested lists, per input channel for a conv."""
         result: dict[str, Any] = {
@@ -122,6 +141,7 @@ class CellArithmetic:
             "tolerance": self.tolerance,
             "agrees": self.agrees,
             "dtype": self.dtype,
+            "explanation": self.describe(),
         }
         if self.kernel is None:
             window = np.where(self.padding, np.nan, self.patch)
