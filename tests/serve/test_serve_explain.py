@@ -100,3 +100,20 @@ def test_an_exported_model_answers_501(
     monkeypatch.setattr(app.state.service, "predictor", object())  # not a KerasPredictor
     response = ask(client, images[0][1], layer="conv2d", row=0, col=0, channel=0)
     assert response.status_code == 501 and "ONNX" in response.json()["detail"]
+
+
+def test_a_colour_model_sums_its_three_input_channels(colour_client: TestClient) -> None:
+    """The colour run's 'same' conv over RGB at a corner: three input channels, each read with
+    zero padding outside the picture; a GlobalAveragePooling2D is not a windowed pooling."""
+    picture = np.zeros((16, 16, 3), np.uint8)
+    picture[:, :, 1] = 200
+    answer = ask(colour_client, picture, layer="conv", row=15, col=0, channel=1).json()
+    assert [item["channel"] for item in answer["inputs"]] == [0, 1, 2]
+    assert answer["rows"] == [14, 17] and answer["cols"] == [-1, 2]
+    padding = np.array(answer["padding"])
+    assert padding[2].all() and padding[:, 0].all() and padding.sum() == 5
+    sums = sum(item["sum"] for item in answer["inputs"])
+    assert answer["total"] == pytest.approx(sums + answer["bias"])
+    assert answer["agrees"]
+    refused = ask(colour_client, picture, layer="pool", row=0, col=0, channel=0)
+    assert refused.status_code == 422 and "GlobalAveragePooling2D" in refused.json()["detail"]
