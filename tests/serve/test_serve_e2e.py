@@ -391,5 +391,6 @@ def test_a_click_on_a_feature_map_explains_that_cell(
     assert float(panel.locator("td.max").inner_text()) == shown("total")
     assert page.locator('#maps figure[data-layer="conv2d"] .mark.window').count() == 1
     assert page.locator('#maps figure[data-layer="input"] .mark.window').count() == 0
+    screenshot(page, "explain-pool")
     page.click("#explain button.close")
     assert not panel.is_visible()
