@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CellArithmetic", "UnknownLayer", "explain_cell", "explainable_layers"]
 
-EXPLAINED = ("Conv2D", "MaxPooling2D", "AveragePooling2D")
-"""The Keras layer classes whose cells can be explained (what the page's feature maps show)."""
 _FLOAT64_ACTIVATIONS = {"linear": lambda x: x, "relu": lambda x: np.maximum(x, 0.0)}
 """The common activations, kept in float64; any other is Keras' own, in float32."""
 FLOAT32_TOLERANCE = 1e-5
@@ -165,8 +163,11 @@ class CellArithmetic:
 
 
 def explainable_layers(model: keras.Model) -> list[str]:
-    """The names of the model's layers `explain_cell` can explain, in order."""
-    return [layer.name for layer in model.layers if type(layer).__name__ in EXPLAINED]
+    """The names of the model's layers `explain_cell` can explain, in order: its Conv2D and
+    2-D pooling layers, the ones whose feature maps the page shows."""
+    from cnnlab.visualize.features import spatial_layers
+
+    return [layer.name for layer in spatial_layers(model)]
 
 
 def explain_cell(
@@ -185,8 +186,6 @@ def explain_cell(
     found = _layer(model, layer)
     image = as_image(model_input)
     probe = _probe(model, image.shape)
-    if found.name not in probe.names:  # e.g. a layer inside a nested model
-        raise CnnlabError(f"layer {layer!r} is not on the model's own path; choose another one")
     outputs = probe.model(image[None], training=False)
     index = probe.names.index(found.name)
     layer_in, layer_out = (
@@ -219,7 +218,6 @@ def explain_cell(
 
 def _layer(model: keras.Model, name: str) -> keras.layers.Layer:
     """The model's layer `name`, if it is a channels-last Conv2D or 2-D pooling layer."""
-    keras = _keras()
     names = explainable_layers(model)
     try:
         found = model.get_layer(name)
@@ -228,8 +226,7 @@ def _layer(model: keras.Model, name: str) -> keras.layers.Layer:
             f"the model has no layer {name!r}; layers that can be explained: "
             f"{', '.join(names) or 'none'}"
         ) from None
-    kinds = (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
-    if not isinstance(found, kinds):
+    if name not in names:
         raise CnnlabError(
             f"{name} is a {type(found).__name__} layer; only Conv2D, MaxPooling2D and "
             f"AveragePooling2D cells can be explained: {', '.join(names) or 'none in this model'}"
@@ -376,7 +373,7 @@ def _probe(model: keras.Model, image_shape: tuple[int, ...]) -> _Probe:
         per_shape = _PROBES.setdefault(model, {})
         if image_shape not in per_shape:
             graph = symbolic_graph(model, image_shape)
-            names = [name for name in explainable_layers(model) if name in graph.layers]
+            names = explainable_layers(model)
             producers = {id(output): name for name, (_, output) in graph.layers.items()}
             tensors = [tensor for name in names for tensor in graph.layers[name]]
             per_shape[image_shape] = _Probe(
