@@ -361,6 +361,40 @@ from cnnlab.visualize.features import plot_features
 show(plot_features(trained, received))
 
 # %% [markdown]
+# Every number in those maps is a sum you can redo by hand. Take the first convolution's output
+# at row 18, column 0, channel 3, where the boot's toe meets the picture's left edge: with
+# `'same'` padding its 3x3 window reaches one column left of the picture, where the layer reads
+# zeros. The output is that patch times the filter's 3x3 weights, summed, plus the filter's
+# bias, then ReLU. cnnlab's `explain_cell` returns every term of it (the page shows the same
+# when you click a cell of a map, and `POST /api/explain/cell` answers it as JSON); NumPy redoes
+# the sum here, and both are checked against the output Keras computed for that layer:
+
+# %%
+from cnnlab.prediction.arithmetic import explain_cell
+
+conv = next(layer for layer in trained.layers if isinstance(layer, keras.layers.Conv2D))
+assert conv.padding == "same" and conv.kernel_size == (3, 3) and conv.strides == (1, 1)
+row, col, channel = 18, 0, 3
+picture = np.asarray(received, dtype=np.float64).reshape(28, 28)
+patch = np.pad(picture, 1)[row : row + 3, col : col + 3]  # the zero ring is 'same' padding
+kernel = keras.ops.convert_to_numpy(conv.kernel).astype(np.float64)[:, :, 0, channel]
+bias = float(keras.ops.convert_to_numpy(conv.bias)[channel])
+by_hand = max(float(np.sum(patch * kernel)) + bias, 0.0)  # the sum, plus the bias, then ReLU
+
+cell = explain_cell(trained, received, conv.name, row, col, channel)
+computed = keras.ops.convert_to_numpy(conv(picture[None, :, :, None].astype("float32")))
+keras_value = float(np.asarray(computed, dtype=np.float64)[0, row, col, channel])
+print(cell.describe())
+print("patch (its left column is padding):\n", patch.round(3))
+print(f"by hand: {np.sum(patch * kernel):.5f} + bias {bias:.5f}, then ReLU: {by_hand:.5f}")
+print(f"explain_cell: {cell.value:.5f}   Keras' layer output: {keras_value:.5f}")
+# Equal to the layer's own rounding: float32 sums in another order, or, in a model trained in
+# mixed_bfloat16, the layer multiplying bfloat16 copies of the values (cell.dtype says which).
+assert abs(by_hand - cell.value) <= cell.tolerance
+assert abs(by_hand - keras_value) <= cell.tolerance
+print(f"they agree within {cell.tolerance:.2g} ({cell.dtype})")
+
+# %% [markdown]
 # Grad-CAM weighs the last convolution's channels by how much they raise the predicted class's
 # score, and shows where in the image those channels fired.
 

@@ -85,9 +85,52 @@ def main(work: Path, kinds: list[str]) -> dict[str, object]:
             "/api/predict", content=image.read_bytes(), headers={"content-type": "image/png"}
         )
         report["serve"] = [answer.status_code, answer.json().get("label")]
+    report.update(_explainer_flow(run, image))
     report.update(_folder_flow(work, step))
     report.update(_fine_tune_flow(work, run, step))
     return report
+
+
+def _explainer_flow(run: Path, image: Path) -> dict[str, object]:
+    """Issue 29: explained cells against the layer's own output on this backend, in float32
+    (a 'same' conv's edge cell, a strided 'valid' conv, max and average pooling windows), and
+    one cell of the trained tiny run through the API. Each check: |explained - Keras| over the
+    size of the terms summed (1e-5 allows float32 sums in any order)."""
+    from fastapi.testclient import TestClient
+
+    from cnnlab._backend import dtype_policy, keras
+    from cnnlab.prediction.arithmetic import explain_cell
+    from cnnlab.serve import create_app
+
+    layers = keras().layers
+    cases = {
+        "same conv, edge cell": (layers.Conv2D(3, 3, padding="same", activation="relu"), (0, 4, 2)),
+        "valid strided conv": (layers.Conv2D(2, 3, strides=2), (2, 1, 1)),
+        "max pooling": (layers.MaxPooling2D(2), (1, 2, 0)),
+        "average pooling, same": (layers.AveragePooling2D(2, padding="same"), (3, 3, 1)),
+    }
+    rng = np.random.default_rng(6)
+    picture = rng.uniform(0, 1, size=(7, 7, 3)).astype(np.float32)
+    errors = {}
+    for name, (layer, (row, col, channel)) in cases.items():
+        with dtype_policy("float32"):
+            model = keras().Sequential([keras().Input(picture.shape), layer])
+        for weight in model.weights:
+            weight.assign(rng.normal(size=weight.shape).astype(np.float32))
+        expected = float(keras().ops.convert_to_numpy(model(picture[None]))[0, row, col, channel])
+        cell = explain_cell(model, picture, layer.name, row, col, channel)
+        terms = cell.patch * (1 if cell.kernel is None else cell.kernel)
+        errors[name] = abs(cell.value - expected) / (np.abs(terms).sum() + abs(cell.bias))
+    with TestClient(create_app(run)) as client:
+        answer = client.post(
+            "/api/explain/cell",
+            params={"layer": "conv2d", "row": 0, "col": 25, "channel": 1},
+            files={"file": (image.name, image.read_bytes(), "image/png")},
+        )
+    return {
+        "explainer_relative_errors": errors,
+        "explainer_serve": [answer.status_code, answer.json().get("agrees")],
+    }
 
 
 def _fine_tune_flow(work: Path, source: Path, step: Any) -> dict[str, object]:

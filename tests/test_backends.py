@@ -105,6 +105,10 @@ def test_every_command_on_the_backend(
     assert report["folder_serve"] == [200, True]
     if backend != "jax":
         assert report["folder_onnx_same_label"] is True
+    # The explainer's float64 sums equal each layer's own float32 output (issue 29).
+    errors = report["explainer_relative_errors"]
+    assert len(errors) == 4 and max(errors.values()) <= 1e-5, errors
+    assert report["explainer_serve"] == [200, True]
     # Fine-tuning: a 2-class head on the 4-class run, two phases.
     assert report["fine-tune train"] == 0 and report["fine_tune_epochs"] == 2
     assert report["fine_tune_classes"] == ["horizontal", "vertical"]

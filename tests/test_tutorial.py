@@ -128,3 +128,13 @@ def test_no_tensorflow_notices_reach_the_reader(executed: Any) -> None:
     text = "\n".join(_text(cell) for cell in executed.cells if cell.cell_type == "code")
     assert "WARNING:tensorflow" not in text
     assert "retracing" not in text
+
+
+@pytest.mark.integration
+def test_one_conv_output_is_summed_by_hand(executed: Any) -> None:
+    """Issue 29: NumPy's sum of patch x kernel + bias, then ReLU, equals explain_cell's and
+    Keras' output for one edge cell of the trained model's first convolution (the cell
+    asserts it; its printout says so)."""
+    text = "\n".join(_text(cell) for cell in executed.cells if cell.cell_type == "code")
+    assert "over the 3x3 window of the input channel, plus the bias, then relu" in text
+    assert "they agree within" in text

@@ -426,3 +426,66 @@ def test_a_run_evaluated_before_mistakes_were_kept_says_how_to_open_them(
         )
         page.context.close()
     assert not errors, errors
+
+
+def test_a_click_on_a_feature_map_explains_that_cell(
+    page: Page, images: list[tuple[str, Any]], tmp_path: Path
+) -> None:
+    """Issue 29: a click on a conv cell shows its arithmetic, whose shown numbers add up to
+    what Keras computed, with its window outlined on the input; Enter on a focused pooling map
+    explains its centre cell, with the window's maximum marked."""
+    _, array = images[5]
+    path = tmp_path / "picture.png"
+    path.write_bytes(png_bytes(array))
+    page.set_input_files("#file", path)
+    page.wait_for_function("document.querySelectorAll('#maps img.explorable').length === 2")
+    conv = page.locator('#maps figure[data-layer="conv2d"] img')
+    box = conv.bounding_box()
+    assert box is not None
+    # The tiny conv's map: 4 channels of 26x26 in 2 columns, 1 pixel apart (53x53 pixels).
+    natural = conv.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+    assert natural == [53, 53]
+    scale = box["width"] / 53
+    conv.click(position={"x": (27 + 25 + 0.5) * scale, "y": 0.5 * scale})  # channel 1, (0, 25)
+    panel = page.locator("#explain")
+    panel.wait_for(state="visible")
+    page.wait_for_function("document.querySelector('#explain [data-role=keras]') !== null")
+    assert "conv2d · row 0, column 25, channel 1" in panel.locator("h3").inner_text()
+    assert "sum of input x kernel over the 3x3 window" in panel.inner_text()
+
+    def shown(role: str) -> float:
+        return float(panel.locator(f"[data-role={role}]").first.inner_text())
+
+    value, keras_value, total = shown("value"), shown("keras"), shown("total")
+    tolerance = float(panel.locator(".verdict").inner_text().split("within ")[1].split(" ")[0])
+    assert abs(value - keras_value) <= tolerance + 1e-4  # each shown to 4 decimals
+    assert value == max(total, 0.0)  # relu of the sum
+    sums = [float(s) for s in panel.locator("[data-role=channel-sum]").all_inner_texts()]
+    line = panel.locator(".total").inner_text()  # "Sum of all products S + bias B = T ..."
+    bias = float(line.split("+ bias ")[1].split(" ")[0])
+    assert abs(sum(sums) + bias - total) <= 2e-4
+    # The window it read: rows 0-2, columns 25-27 of the 28x28 input, outlined there.
+    window = page.locator('#maps figure[data-layer="input"] .mark.window')
+    assert window.count() == 1
+    drawn, picture = window.bounding_box(), page.locator("#input-image").bounding_box()
+    frame = page.locator('#maps figure[data-layer="input"] img').bounding_box()
+    assert drawn is not None and frame is not None and picture is not None
+    assert abs(drawn["x"] - frame["x"] - 25 / 28 * frame["width"]) < 2
+    assert abs(drawn["width"] - 3 / 28 * frame["width"]) < 2
+    screenshot(page, "explain-conv")
+
+    pool = page.locator('#maps figure[data-layer="max_pooling2d"] img')
+    pool.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#explain h3')?.textContent.includes('max_pooling2d')"
+    )
+    assert "row 6, column 7, channel 0" in panel.locator("h3").inner_text()
+    assert panel.locator("td.max").count() == 1
+    assert float(panel.locator("td.max").inner_text()) == shown("total")
+    assert page.locator('#maps figure[data-layer="conv2d"] .mark.window').count() == 1
+    assert page.locator('#maps figure[data-layer="input"] .mark.window').count() == 0
+    screenshot(page, "explain-pool")
+    page.click("#explain button.close")
+    assert not panel.is_visible()

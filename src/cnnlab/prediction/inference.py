@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import keras
 
     from cnnlab.data.folders import Recipe
+    from cnnlab.prediction.arithmetic import CellArithmetic
 
 __all__ = ["KerasPredictor", "Prediction", "Predictor", "load_predictor", "predict"]
 
@@ -107,6 +108,31 @@ class KerasPredictor(Predictor):
             prepared.model_input,
             [(name, kinds.get(name, "?"), values) for name, values in maps],
         )
+
+    def explain_cell(
+        self,
+        image: Any,
+        layer: str,
+        row: int,
+        col: int,
+        channel: int,
+        *,
+        keep_size: bool = False,
+        source: str | None = None,
+    ) -> CellArithmetic:
+        """The arithmetic of one cell of `layer`'s feature map for one image, from the same
+        model input `features` shows (`cnnlab.prediction.arithmetic.explain_cell`); ImageError
+        if the picture is unusable, CnnlabError for a layer or position that cannot be
+        explained."""
+        from cnnlab.prediction.arithmetic import explain_cell
+
+        (prepared,) = self.prepare(
+            [image], keep_size=keep_size, sources=None if source is None else [source]
+        )
+        if prepared.error is not None:
+            raise ImageError(prepared.error)
+        with self.model_lock:
+            return explain_cell(self.model, prepared.model_input, layer, row, col, channel)
 
 
 def load_predictor(

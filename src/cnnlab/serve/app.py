@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from cnnlab._version import __version__
 from cnnlab.data.images import MAX_PIXELS
 from cnnlab.errors import CnnlabError, ImageError
+from cnnlab.prediction.arithmetic import UnknownLayer
 from cnnlab.prediction.inference import KerasPredictor
 from cnnlab.prediction.predictor import Prediction
 from cnnlab.serve import inputs
@@ -48,7 +49,12 @@ from cnnlab.serve.schemas import (
     MISTAKES_LIMIT,
     BatchItem,
     BatchOut,
+    CellArithmeticOut,
+    CellChannel,
     CellClass,
+    CellCol,
+    CellLayer,
+    CellRow,
     ClassProbability,
     FeaturesOut,
     Health,
@@ -259,6 +265,39 @@ def _add_routes(app: FastAPI) -> None:
             _features, predictor, image, service.top_k_for(top_k), whole, service.colour_input
         )
 
+    @app.post(
+        "/api/explain/cell",
+        tags=["predict"],
+        response_model_exclude_none=True,  # a conv's fields or a pooling layer's, not both
+        openapi_extra=IMAGE_BODY,
+        responses={
+            **ERRORS,
+            404: {"description": "no layer of that name"},
+            501: {"description": "an exported (ONNX) model: no layers to read"},
+        },
+    )
+    async def explain_cell(
+        request: Request,
+        layer: CellLayer,
+        row: CellRow,
+        col: CellCol,
+        channel: CellChannel,
+        keep_size: KeepSize = None,
+    ) -> CellArithmeticOut:
+        """How one cell of a conv or pooling layer's feature map was computed for this image:
+        the input patch, kernel, products, bias, sum and activation (or the pooling window),
+        with the value Keras computed beside it. The image is read as in /api/features."""
+        service = _service(request)
+        try:
+            predictor = service.keras_predictor("explaining a layer's arithmetic needs")
+        except NeedsKeras as exc:
+            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
+        whole = _keep_size(request, keep_size)
+        image = await _read_image(request)
+        return await run_in_threadpool(
+            _explain_cell, predictor, image, (layer, row, col, channel), whole
+        )
+
 
 def _add_mistake_routes(app: FastAPI) -> None:
     """The test images behind the confusion matrix, from what `cnnlab evaluate` recorded."""
@@ -434,6 +473,25 @@ def _features(
         pixels=None if colour else np.round(model_input[:, :, 0], 4).tolist(),
         layers=pictures,
     )
+
+
+def _explain_cell(
+    predictor: KerasPredictor,
+    image: inputs.ImageInput,
+    cell: tuple[str, int, int, int],
+    keep_size: bool = False,
+) -> CellArithmeticOut:
+    """The predictor's arithmetic of one cell for one request's image: an unknown layer is a
+    404; another kind of layer, a position outside its map or an unusable image a 422."""
+    try:
+        found = predictor.explain_cell(
+            image.opened(), *cell, keep_size=keep_size, source=image.source
+        )
+    except UnknownLayer as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except CnnlabError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return CellArithmeticOut(**found.to_dict())
 
 
 def _picture(name: str, kind: str, shape: tuple[int, ...], columns: int, png: bytes) -> Picture:

@@ -84,6 +84,53 @@ class FeaturesOut(BaseModel):
     layers: list[Picture] = Field(description="each conv and pooling layer's output")
 
 
+class InputChannelArithmetic(BaseModel):
+    channel: int = Field(description="the input channel (a channel of the previous layer's map)")
+    patch: list[list[float]] = Field(description="the input values under the kernel; 0 in padding")
+    kernel: list[list[float]] = Field(description="the kernel slice for this input channel")
+    products: list[list[float]] = Field(description="patch x kernel, position by position")
+    sum: float = Field(description="this input channel's share: its products added up")
+
+
+class CellArithmeticOut(BaseModel):
+    """One feature-map cell's arithmetic, from the layer's real input (see
+    `cnnlab.prediction.arithmetic`); conv fields or pooling fields, as the layer is."""
+
+    layer: str
+    kind: str = Field(description="Conv2D, MaxPooling2D or AveragePooling2D")
+    row: int
+    col: int
+    channel: int
+    explanation: str = Field(description="the rule this cell follows, in one sentence")
+    previous: str = Field(description="the layer this one read ('input': the model's input)")
+    previous_shape: list[int] = Field(description="height, width, channels of what it read")
+    rows: list[int] = Field(
+        description="[start, stop) of the window's rows in the previous map; below 0 or past "
+        "its height where 'same' padding adds zeros"
+    )
+    cols: list[int] = Field(description="[start, stop) of the window's columns, likewise")
+    padding: list[list[bool]] = Field(description="true where the window is outside the map")
+    total: float = Field(
+        description="conv: the products' sum plus the bias, before the activation; pooling: the "
+        "max or mean"
+    )
+    value: float = Field(description="this arithmetic's result for the cell")
+    keras_value: float = Field(description="what Keras computed for the cell (the layer's output)")
+    tolerance: float = Field(
+        description="how far value and keras_value may differ: float32 sums in another order "
+        "(1e-5 of the terms' size), or a bfloat16 model's rounding"
+    )
+    agrees: bool = Field(description="value equals keras_value to the tolerance")
+    dtype: str = Field(description="the layer's compute dtype (bfloat16 in a mixed model)")
+    activation: str | None = Field(None, description="conv: the activation ('linear': none)")
+    bias: float | None = Field(None, description="conv: the output channel's bias")
+    inputs: list[InputChannelArithmetic] | None = Field(None, description="conv: per channel")
+    operation: str | None = Field(None, description="pooling: max or mean")
+    window: list[list[float | None]] | None = Field(
+        None, description="pooling: the window in this channel; null where padding is left out"
+    )
+
+
 class LayerInfo(BaseModel):
     name: str
     type: str
@@ -246,6 +293,10 @@ TopK = Annotated[
     int | None,
     Query(ge=1, le=1000, description="how many classes to return (default: the server's top_k, 3)"),
 ]
+CellLayer = Annotated[str, Query(description="a Conv2D or pooling layer's name (see /api/model)")]
+CellRow = Annotated[int, Query(ge=0, description="the output row, from 0 at the top")]
+CellCol = Annotated[int, Query(ge=0, description="the output column, from 0 at the left")]
+CellChannel = Annotated[int, Query(ge=0, description="the output channel (filter), from 0")]
 KeepSize = Annotated[
     bool | None,
     Query(

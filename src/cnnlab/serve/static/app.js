@@ -23,6 +23,10 @@ const state = {
   pending: false,
   lastSent: 0,
   timer: null,
+  analysed: null, // { blob, name }: the picture the shown maps came from
+  maps: null, // the shown pictures by layer name (their shapes and tile grids)
+  explained: null, // the cell whose arithmetic is open: { layer, row, col, channel }
+  explainAsked: 0, // bumped per explain request: only the latest answer is shown
   drawing: true, // whether the drawing pad is offered (/api/model's input.drawing)
   idleText: "Draw something, or choose an image.",
   mapsText: "Draw or choose an image first.",
@@ -184,6 +188,7 @@ async function analyse(source) {
   const response = await fetch(`/api/${route}?top_k=${state.topK}`, { method: "POST", body: form });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+  state.analysed = { blob, name: form.get("file").name }; // what the explainer asks about
   return route === "features" ? answer : { prediction: answer, input: null, layers: [] };
 }
 
@@ -274,10 +279,12 @@ function showMaps(input, layers) {
     const [height, width, channels] = layer.shape;
     const shown = layer.shown_channels < channels ? `, first ${layer.shown_channels} shown` : "";
     const what = layer.kind === "input" ? "the model's input" : `${channels} channels${shown}`;
+    const image = element("img", { src: layer.image, alt: `${layer.name}: ${what}` });
+    if (EXPLAINED_KINDS.has(layer.kind)) makeExplorable(image, layer);
     return element(
       "figure",
-      {},
-      element("img", { src: layer.image, alt: `${layer.name}: ${what}` }),
+      { "data-layer": layer.name },
+      element("div", { class: "map-frame" }, image, element("div", { class: "map-marks", "aria-hidden": "true" })),
       element(
         "figcaption",
         {},
@@ -287,6 +294,9 @@ function showMaps(input, layers) {
     );
   });
   $("maps").replaceChildren(...figures);
+  state.maps = Object.fromEntries([input, ...layers].map((layer) => [layer.name, layer]));
+  $("explain-hint").hidden = !layers.some((layer) => EXPLAINED_KINDS.has(layer.kind));
+  if (state.explained) explainCell(state.explained); // an open explanation follows the new image
 }
 
 function showError(message) {
@@ -308,6 +318,9 @@ function resetResults() {
   $("input-image").removeAttribute("src");
   $("input-empty").hidden = false;
   $("maps").replaceChildren(element("p", { class: "muted" }, state.mapsText));
+  hideExplanation();
+  state.maps = null;
+  $("explain-hint").hidden = true;
 }
 
 // What the page says and offers for this run's input. The garment recipe keeps the page as it
@@ -507,6 +520,258 @@ function loadPictures() {
       picture.closest("figure").replaceChildren(element("p", { class: "muted" }, `No ${what} is available for this run.`));
     });
     picture.src = picture.dataset.src; // set after the listener, so a 404 is never missed
+  }
+}
+
+// --- How one output was computed (POST /api/explain/cell) --------------------------------
+// A click on a cell of a conv or pooling layer's map (or Enter on a focused map) asks for that
+// cell's arithmetic on the image the maps came from, and shows it: the window it read outlined
+// on the previous layer's map, and per input channel the patch, the kernel and their products,
+// then the bias, the sum and the activation, beside the value Keras itself computed.
+
+const EXPLAINED_KINDS = new Set(["Conv2D", "MaxPooling2D", "AveragePooling2D"]);
+const SHOWN_INPUT_CHANNELS = 4; // a wide layer's first input channels get their tables
+const DIGITS = 4;
+const ARROWS = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+
+const fixed = (value) => value.toFixed(DIGITS);
+
+// A picture's tiles (serve.service.feature_grid_png): one height x width tile per channel,
+// `columns` per row, 1 transparent pixel between tiles; the input picture is one tile.
+function tiles(layer) {
+  const [height, width] = layer.shape;
+  const count = layer.kind === "input" ? 1 : layer.shown_channels;
+  const columns = layer.kind === "input" ? 1 : layer.columns;
+  const rows = Math.ceil(count / columns);
+  return { height, width, count, columns, gridWidth: columns * (width + 1) - 1, gridHeight: rows * (height + 1) - 1 };
+}
+
+function cellAt(image, layer, event) {
+  const grid = tiles(layer);
+  const x = Math.floor((event.offsetX * grid.gridWidth) / image.clientWidth);
+  const y = Math.floor((event.offsetY * grid.gridHeight) / image.clientHeight);
+  const [col, row] = [x % (grid.width + 1), y % (grid.height + 1)];
+  const channel = Math.floor(y / (grid.height + 1)) * grid.columns + Math.floor(x / (grid.width + 1));
+  if (col >= grid.width || row >= grid.height || channel >= grid.count) return null; // a gap
+  return { layer: layer.name, row, col, channel };
+}
+
+// The arrow keys walk the cells of all tiles as one grid: past a tile's edge is the next channel.
+function moveCursor(layer, cell, [down, right]) {
+  const grid = tiles(layer);
+  const rows = Math.ceil(grid.count / grid.columns);
+  const clamp = (value, top) => Math.min(Math.max(value, 0), top - 1);
+  const x = clamp((cell.channel % grid.columns) * grid.width + cell.col + right, grid.columns * grid.width);
+  const y = clamp(Math.floor(cell.channel / grid.columns) * grid.height + cell.row + down, rows * grid.height);
+  const channel = Math.floor(y / grid.height) * grid.columns + Math.floor(x / grid.width);
+  if (channel >= grid.count) return cell;
+  return { layer: layer.name, row: y % grid.height, col: x % grid.width, channel };
+}
+
+function makeExplorable(image, layer) {
+  const [height, width] = layer.shape;
+  let cursor = { layer: layer.name, row: Math.floor(height / 2), col: Math.floor(width / 2), channel: 0 };
+  image.tabIndex = 0;
+  image.classList.add("explorable");
+  image.alt += ". Click a cell, or move with the arrow keys and press Enter, to see how it was computed";
+  image.addEventListener("click", (event) => {
+    const cell = cellAt(image, layer, event);
+    if (!cell) return;
+    cursor = cell;
+    markCells(layer.name, "cursor", [[cell.channel, cell.row, cell.row + 1, cell.col, cell.col + 1]]);
+    explainCell(cell);
+  });
+  image.addEventListener("focus", () => markCells(layer.name, "cursor", [[cursor.channel, cursor.row, cursor.row + 1, cursor.col, cursor.col + 1]]));
+  image.addEventListener("blur", () => markCells(layer.name, "cursor", []));
+  image.addEventListener("keydown", (event) => {
+    if (ARROWS[event.key]) {
+      event.preventDefault();
+      cursor = moveCursor(layer, cursor, ARROWS[event.key]);
+      markCells(layer.name, "cursor", [[cursor.channel, cursor.row, cursor.row + 1, cursor.col, cursor.col + 1]]);
+    } else if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      explainCell(cursor);
+    }
+  });
+}
+
+// Outlines over a layer's picture: each box is [channel, top, bottom, left, right) in its map's
+// cells, clipped to the map; the outlines of this kind drawn before are replaced.
+function markCells(name, kind, boxes) {
+  const figure = document.querySelector(`#maps figure[data-layer="${CSS.escape(name)}"]`);
+  if (!figure || !state.maps?.[name]) return false;
+  const grid = tiles(state.maps[name]);
+  const marks = figure.querySelector(".map-marks");
+  for (const old of marks.querySelectorAll(`.${kind}`)) old.remove();
+  for (const [channel, top, bottom, left, right] of boxes) {
+    if (channel >= grid.count) continue;
+    const [y0, y1] = [Math.max(top, 0), Math.min(bottom, grid.height)];
+    const [x0, x1] = [Math.max(left, 0), Math.min(right, grid.width)];
+    const tileLeft = (channel % grid.columns) * (grid.width + 1);
+    const tileTop = Math.floor(channel / grid.columns) * (grid.height + 1);
+    const mark = element("div", { class: `mark ${kind}` });
+    mark.style.left = `${(100 * (tileLeft + x0)) / grid.gridWidth}%`;
+    mark.style.top = `${(100 * (tileTop + y0)) / grid.gridHeight}%`;
+    mark.style.width = `${(100 * (x1 - x0)) / grid.gridWidth}%`;
+    mark.style.height = `${(100 * (y1 - y0)) / grid.gridHeight}%`;
+    marks.append(mark);
+  }
+  return true;
+}
+
+async function explainCell(cell) {
+  if (!state.analysed || !state.maps?.[cell.layer]) return;
+  state.explained = cell;
+  const asked = ++state.explainAsked; // the latest click wins
+  const form = new FormData();
+  form.append("file", state.analysed.blob, state.analysed.name);
+  const query = new URLSearchParams({ layer: cell.layer, row: cell.row, col: cell.col, channel: cell.channel });
+  const panel = $("explain");
+  try {
+    const response = await fetch(`/api/explain/cell?${query}`, { method: "POST", body: form });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+    if (asked === state.explainAsked) showExplanation(answer);
+  } catch (error) {
+    if (asked !== state.explainAsked) return;
+    panel.replaceChildren(element("p", { class: "error" }, `Cannot explain this cell: ${error.message}`));
+    panel.hidden = false;
+  }
+}
+
+function showExplanation(answer) {
+  const { layer, row, col, channel, rows, cols, previous } = answer;
+  for (const figure of document.querySelectorAll("#maps figure")) {
+    markCells(figure.dataset.layer, "chosen", []);
+    markCells(figure.dataset.layer, "window", []);
+  }
+  markCells(layer, "chosen", [[channel, row, row + 1, col, col + 1]]);
+  // A conv reads the window in every input channel; pooling in its own channel only.
+  const channels = answer.kind === "Conv2D" ? [...Array(answer.previous_shape[2]).keys()] : [channel];
+  const drawn = markCells(previous, "window", channels.map((each) => [each, rows[0], rows[1], cols[0], cols[1]]));
+  const [height, width] = answer.previous_shape;
+  const where = `It read rows ${Math.max(rows[0], 0)}–${Math.min(rows[1], height) - 1} and columns ` +
+    `${Math.max(cols[0], 0)}–${Math.min(cols[1], width) - 1} of ${previous === "input" ? "the model's input" : previous}` +
+    ` (${height}×${width})${drawn ? ", outlined above" : " (not drawn here)"}.`;
+  const padded = answer.padding.flat().some(Boolean);
+  const paddingNote = answer.kind === "Conv2D"
+    ? "Cells shown as · lie outside the map: 'same' padding reads them as 0."
+    : "Cells shown as · lie outside the map: 'same' padding leaves them out.";
+  const close = element("button", { type: "button", class: "close" }, "Close");
+  close.addEventListener("click", hideExplanation);
+  const panel = $("explain");
+  panel.replaceChildren(
+    element("div", { class: "explain-head" }, element("h3", {}, `${layer} · row ${row}, column ${col}, channel ${channel}`), close),
+    element("p", {}, answer.explanation, " ", where, padded ? ` ${paddingNote}` : ""),
+    answer.kind === "Conv2D" ? convArithmetic(answer) : poolingArithmetic(answer),
+    verdict(answer),
+  );
+  panel.dataset.layer = layer;
+  panel.hidden = false;
+}
+
+function convArithmetic(answer) {
+  const shown = answer.inputs.slice(0, SHOWN_INPUT_CHANNELS);
+  const blocks = shown.map((input) =>
+    element(
+      "div",
+      { class: "channel-sum" },
+      element("h4", {}, `input channel ${input.channel}`),
+      element(
+        "div",
+        { class: "terms" },
+        numberTable("input", input.patch, answer.padding),
+        element("span", { class: "op" }, "×"),
+        numberTable("kernel", input.kernel),
+        element("span", { class: "op" }, "="),
+        numberTable("products", input.products, answer.padding),
+        element("span", { class: "op" }, "→ sum"),
+        element("b", { "data-role": "channel-sum" }, fixed(input.sum)),
+      ),
+    ),
+  );
+  const parts = [...blocks];
+  const sums = answer.inputs.map((input) => input.sum);
+  if (answer.inputs.length > shown.length) {
+    parts.push(
+      element("p", { class: "muted small" }, `The first ${shown.length} of ${answer.inputs.length} input channels are shown; every channel's sum:`),
+      element("ul", { class: "sums" }, ...sums.map((sum, index) => element("li", {}, `channel ${index}: ${fixed(sum)}`))),
+    );
+  }
+  const products = sums.reduce((total, sum) => total + sum, 0);
+  const activated = answer.activation === "linear"
+    ? "no activation"
+    : `${answer.activation}(${fixed(answer.total)}) = ${fixed(answer.value)}`;
+  parts.push(
+    element(
+      "p",
+      { class: "total" },
+      `Sum of all products ${fixed(products)} + bias ${fixed(answer.bias)} = `,
+      element("b", { "data-role": "total" }, fixed(answer.total)),
+      ` (before the activation); ${activated}.`,
+    ),
+  );
+  return element("div", { class: "arithmetic" }, ...parts);
+}
+
+function poolingArithmetic(answer) {
+  const values = answer.window.flat().filter((value) => value !== null);
+  const largest = Math.max(...values);
+  const marked = answer.operation === "max" ? answer.window.flat().indexOf(largest) : -1;
+  const table = numberTable("window", answer.window.map((row) => row.map((value) => value ?? 0)), answer.padding, marked);
+  const rule = answer.operation === "max" ? "the largest of the window" : `the mean of its ${values.length} values`;
+  return element(
+    "div",
+    { class: "arithmetic" },
+    element("div", { class: "terms" }, table),
+    element("p", { class: "total" }, `${rule[0].toUpperCase()}${rule.slice(1)}: `, element("b", { "data-role": "total" }, fixed(answer.total)), "."),
+  );
+}
+
+function verdict(answer) {
+  const why = answer.dtype === "float32"
+    ? "float32 adds in another order"
+    : `this model computes in ${answer.dtype}, which keeps about 3 significant digits`;
+  const agreement = answer.agrees ? "they agree within" : "they differ by more than";
+  return element(
+    "p",
+    { class: `verdict ${answer.agrees ? "agrees" : "differs"}` },
+    "This output: ",
+    element("b", { "data-role": "value" }, fixed(answer.value)),
+    " · Keras computed: ",
+    element("b", { "data-role": "keras" }, fixed(answer.keras_value)),
+    ` · ${agreement} ${answer.tolerance.toPrecision(2)} (${why}).`,
+  );
+}
+
+// A small table of numbers; `padding` marks cells outside the map (shown as ·), `marked` the
+// index (row by row) of one cell to highlight.
+function numberTable(label, values, padding = null, marked = -1) {
+  let index = 0;
+  const rows = values.map((row, r) =>
+    element(
+      "tr",
+      {},
+      ...row.map((value, c) => {
+        const outside = padding?.[r]?.[c];
+        const cell = element("td", {}, outside ? "·" : fixed(value));
+        if (outside) cell.classList.add("pad");
+        if (index++ === marked) cell.classList.add("max");
+        return cell;
+      }),
+    ),
+  );
+  return element("table", { class: "numbers", "aria-label": label }, element("caption", {}, label), element("tbody", {}, ...rows));
+}
+
+function hideExplanation() {
+  state.explained = null;
+  state.explainAsked += 1; // an answer on its way is dropped
+  $("explain").hidden = true;
+  $("explain").replaceChildren();
+  for (const figure of document.querySelectorAll("#maps figure")) {
+    markCells(figure.dataset.layer, "chosen", []);
+    markCells(figure.dataset.layer, "window", []);
   }
 }
 
