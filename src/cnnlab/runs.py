@@ -484,6 +484,7 @@ class Run:
         if self.read_only or fcntl is None:  # no flock (Windows): status from run.json alone
             yield
             return
+        made = [folder for folder in (self.dir, *self.dir.parents) if not folder.exists()]
         self.dir.mkdir(parents=True, exist_ok=True)
         handle = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -499,6 +500,9 @@ class Run:
                 yield
             finally:
                 self.lock_file.unlink(missing_ok=True)
+                for folder in made:  # training failed before writing anything: no empty run
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
         finally:
             os.close(handle)  # releases the lock
 

@@ -192,11 +192,22 @@ def latest_finished(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> RunSummary:
 
 
 def looks_like_run(path: str | Path) -> bool:
-    """Whether a command-line argument names a run rather than an image: a folder (images are
-    files), or a `.keras` / `.onnx` model file. `predict` and `visualize` use it to tell
-    `RUN IMAGE` from `IMAGE` alone (then the latest finished run is used)."""
+    """Whether a command-line argument names a run rather than an image, so that `predict` and
+    `visualize` tell `RUN IMAGE` from `IMAGE` alone (then the latest finished run is used).
+
+    A run: a folder or a `.keras` / `.onnx` file. An image: any other file that exists. A path
+    that does not exist is an image if its name ends like one (.png, .jpg...), else a run, so
+    a mistyped run folder is reported as a missing run, not read as a picture.
+    """
+    from cnnlab.data.folders import IMAGE_SUFFIXES
+
     path = Path(path)
-    return path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in MODEL_SUFFIXES:
+        return True
+    if path.is_file():
+        return False
+    return suffix not in IMAGE_SUFFIXES
 
 
 def resolve_run(text: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
