@@ -125,6 +125,26 @@ def test_a_damaged_run_is_listed_with_its_reason(runs_dir: Path) -> None:
     assert summary.status == "unreadable" and "unreadable run state" in summary.problem
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"best_metrics": {"val_accuracy": "high"}},
+        {"epochs_run": "four"},
+        {"best_epoch": "last"},
+        {"train_seconds": [1]},
+    ],
+)
+def test_wrong_types_in_run_json_are_unreadable_not_a_crash(
+    runs_dir: Path, tmp_path: Path, damage: dict[str, Any]
+) -> None:
+    run_dir = shutil.copytree(runs_dir / "new", tmp_path / "damaged")
+    state = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    (run_dir / "run.json").write_text(json.dumps({**state, **damage}), encoding="utf-8")
+    summary = summarize(run_dir)
+    assert summary.status == "unreadable" and summary.problem
+    assert "unreadable" in format_runs([summary])
+
+
 def test_the_latest_finished_run_is_the_last_to_finish(runs_dir: Path) -> None:
     latest = latest_finished(runs_dir)
     assert latest.name == "sweep/trial-000" and latest.path == runs_dir / "sweep" / "trial-000"

@@ -76,7 +76,7 @@ def summarize(path: str | Path, name: str | None = None) -> RunSummary:
     name = name or run.name
     try:
         return _summarize(run, name)
-    except (CnnlabError, OSError, ValueError) as exc:
+    except (CnnlabError, OSError, ValueError, TypeError, KeyError) as exc:  # a damaged file
         problem = " ".join(str(exc).split())
         return RunSummary(run.dir, name, "unreadable", problem=problem)
 
@@ -91,25 +91,25 @@ def _summarize(run: Run, name: str) -> RunSummary:
         status = "finished"
     else:
         status = "interrupted"
-    has_validation = any("val_loss" in row for row in history) or state.validation_images > 0
+    has_validation = any("val_loss" in row for row in history) or int(state.validation_images) > 0
     monitor = recorded_monitor(config.train.monitor, has_validation=has_validation)
     best, best_epoch = _best(state.best_metrics, state.best_epoch, history, monitor, status)
     metrics = run.metrics() or {}
     test_accuracy = metrics.get("test_accuracy")
     if status == "finished":
-        seconds: float | None = state.train_seconds
+        seconds: float | None = float(state.train_seconds)
     else:  # train_seconds is added up when fit returns: count the finished epochs
         seconds = sum(row.get("epoch_seconds", 0.0) for row in history) if history else None
     return RunSummary(
         path=run.dir,
         name=name,
         status=status,
-        dataset=state.dataset or config.data.dataset,
+        dataset=str(state.dataset or config.data.dataset),
         architecture=config.model.architecture,
         monitor=monitor,
         best=best,
         best_epoch=best_epoch,
-        epochs=state.epochs_run if state.epochs_run is not None else len(history),
+        epochs=int(state.epochs_run) if state.epochs_run is not None else len(history),
         test_accuracy=float(test_accuracy) if isinstance(test_accuracy, int | float) else None,
         train_seconds=seconds,
         started=_parse_time(state.started_at) or _modified(run.config_file),
@@ -129,7 +129,7 @@ def _best(
     """The monitored value and 1-based epoch: run.json's for a finished run, else the best
     row of history.csv so far."""
     if status == "finished" and epoch is not None and monitor in recorded:
-        return recorded[monitor], epoch
+        return float(recorded[monitor]), int(epoch)  # a damaged run.json fails here, as such
     row = best_row(history, monitor)
     if row is None:
         return None, None
