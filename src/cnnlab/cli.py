@@ -373,7 +373,7 @@ def _add_config_flag(
 
 
 def _add_evaluate(commands: Any) -> None:
-    """`cnnlab evaluate RUN`: test metrics, per-class report, confusion matrix."""
+    """`cnnlab evaluate [RUN]`: test metrics, per-class report, confusion matrix."""
     evaluate = commands.add_parser("evaluate", help="test metrics, per-class report, confusion")
     evaluate.add_argument(
         "run",
@@ -393,7 +393,7 @@ def _add_evaluate(commands: Any) -> None:
 
 
 def _add_predict(commands: Any) -> None:
-    """`cnnlab predict RUN IMAGE...`: top-k classes for any pictures."""
+    """`cnnlab predict [RUN] IMAGE...`: top-k classes for any pictures."""
     predict = commands.add_parser("predict", help="top-k classes for any image files")
     predict.add_argument(
         "run",
@@ -465,7 +465,7 @@ def _add_serve(commands: Any) -> None:
         type=Path,
         nargs="?",
         help="run folder, .keras file or exported .onnx file (default: the latest finished "
-        "run in runs/)",
+        "run under runs/)",
     )
     _add_onnx(serve)
     serve.add_argument(

@@ -78,6 +78,17 @@ def runs_dir(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def test_training_records_its_times_and_leaves_no_lock(tiny_run: Path) -> None:
+    import datetime
+
+    state = Run(tiny_run).state()
+    assert state.started_at is not None and state.finished_at is not None
+    started = datetime.datetime.fromisoformat(state.started_at)
+    finished = datetime.datetime.fromisoformat(state.finished_at)
+    assert started.utcoffset() == datetime.timedelta(0) and started <= finished
+    assert not (tiny_run / ".lock").exists() and not Run(tiny_run).is_training()
+
+
 def test_every_run_newest_first_with_its_status(runs_dir: Path) -> None:
     found = find_runs(runs_dir)
     by_name = {s.name: s.status for s in found}
