@@ -44,6 +44,7 @@ STAGES: dict[str, int] = {
     "export": 4,
     "visualize": 4,
     "serve": 4,
+    "catalog": 4,  # the runs under a runs folder: listed, the latest found, compared
     # measures training itself
     "bench": 5,
     "training.sweep": 5,  # many trainings and the winner's evaluation

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_serve,
         _add_export,
         _add_bench,
+        _add_runs,
+        _add_compare,
     ):
         add_command(commands)
     return parser
@@ -298,6 +300,7 @@ def _add_train(commands: Any) -> None:
         "--overwrite", action="store_true", help="start over even if the run folder exists"
     )
     _add_parallel_flags(train)
+    _add_print_config(train)
     train.set_defaults(handler=_train)
 
 
@@ -370,9 +373,14 @@ def _add_config_flag(
 
 
 def _add_evaluate(commands: Any) -> None:
-    """`cnnlab evaluate RUN`: test metrics, per-class report, confusion matrix."""
+    """`cnnlab evaluate [RUN]`: test metrics, per-class report, confusion matrix."""
     evaluate = commands.add_parser("evaluate", help="test metrics, per-class report, confusion")
-    evaluate.add_argument("run", type=Path, help="run folder")
+    evaluate.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        help="run folder (default: the latest finished run under runs/)",
+    )
     _add_data_dir(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
     evaluate.add_argument(
@@ -385,10 +393,16 @@ def _add_evaluate(commands: Any) -> None:
 
 
 def _add_predict(commands: Any) -> None:
-    """`cnnlab predict RUN IMAGE...`: top-k classes for any pictures."""
+    """`cnnlab predict [RUN] IMAGE...`: top-k classes for any pictures."""
     predict = commands.add_parser("predict", help="top-k classes for any image files")
-    predict.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
-    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP...)")
+    predict.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        help="run folder, .keras file or exported .onnx file; left out (the first argument is "
+        "then an image file): the latest finished run under runs/",
+    )
+    predict.add_argument("images", nargs="*", help="image files (PNG, JPEG, WebP, GIF, BMP...)")
     predict.add_argument("-k", "--top-k", type=int, default=3, help="default: %(default)s")
     predict.add_argument("--json", action="store_true", help="print results as JSON")
     predict.add_argument(
@@ -413,7 +427,9 @@ def _add_visualize(commands: Any) -> None:
     visualize.add_argument("kind", choices=KINDS, help="which picture")
     visualize.add_argument(
         "target",
-        help="run folder (for model also an architecture; for convpool and preprocess the image, "
+        nargs="?",
+        help="run folder, default the latest finished one under runs/ (for model also an "
+        "architecture; for convpool and preprocess the image, "
         "or for preprocess a run folder trained on images, then the image: its input recipe; "
         "for batch also a folder of pictures, as `train --dataset` would read it)",
     )
@@ -444,7 +460,13 @@ def _add_serve(commands: Any) -> None:
     from cnnlab.serve import limits
 
     serve = commands.add_parser("serve", help="web page and JSON API over a trained run")
-    serve.add_argument("run", type=Path, help="run folder, .keras file or exported .onnx file")
+    serve.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        help="run folder, .keras file or exported .onnx file (default: the latest finished "
+        "run under runs/)",
+    )
     _add_onnx(serve)
     serve.add_argument(
         "--host",
@@ -487,7 +509,12 @@ def _add_export(commands: Any) -> None:
     export = commands.add_parser(
         "export", help="write the model as ONNX, SavedModel or LiteRT into the run folder"
     )
-    export.add_argument("run", type=Path, help="run folder or .keras file")
+    export.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        help="run folder or .keras file (default: the latest finished run under runs/)",
+    )
     export.add_argument(
         "-f",
         "--format",
@@ -665,6 +692,8 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(
         args.config, recipe_name=args.recipe, overrides=overrides, preset=args.preset
     )
+    if args.print_config:
+        return _print_config(config)
     if args.processes is not None:
         return _launch_processes(args, config.train.backend)
     result = train(config, overwrite=args.overwrite, cluster=_cluster(args))
@@ -760,7 +789,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from cnnlab.evaluation import evaluate, format_report
 
-    metrics = evaluate(args.run, data_dir=args.data_dir, tta=args.tta, unsafe=args.unsafe)
+    run = _run_or_latest(args.run)
+    metrics = evaluate(run, data_dir=args.data_dir, tta=args.tta, unsafe=args.unsafe)
     print(json.dumps(metrics, indent=2) if args.json else format_report(metrics))
     return 0
 
@@ -770,6 +800,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {args.top_k}")
+    args.run, args.images = _run_and_images(args.run, args.images)
     predictor = load_predictor(args.run, onnx=args.onnx, unsafe=args.unsafe)
     results = predictor.predict(args.images, top_k=args.top_k, keep_size=args.keep_size)
     failed = [r for r in results if r.error is not None]
@@ -793,6 +824,7 @@ def _visualize(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise CnnlabError(f"--count must be >= 1, got {args.count}")
+    args.target, args.image = _visualize_target(args.kind, args.target, args.image)
     rendered = render(
         args.kind,
         args.target,
@@ -818,7 +850,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.top_k < 1 or not args.body_timeout > 0:
         raise CnnlabError("--max-upload-mb and --body-timeout must be > 0, and --top-k >= 1")
     serve(
-        args.run,
+        _run_or_latest(args.run),
         args.host,
         args.port,
         log_level=args.log_level,
@@ -836,7 +868,8 @@ def _export(args: argparse.Namespace) -> int:
     from cnnlab.export import export, parse_formats
 
     formats = parse_formats(args.formats or ["onnx"])  # a bad name fails before the model loads
-    written = export(args.run, formats, out_dir=args.out_dir, unsafe=args.unsafe)
+    run = _run_or_latest(args.run)
+    written = export(run, formats, out_dir=args.out_dir, unsafe=args.unsafe)
     for name, path in written.items():
         print(f"wrote {name}: {path} (+ {path.name}.json)")
     return 0
@@ -858,6 +891,159 @@ def _bench(args: argparse.Namespace) -> int:
     print(format_table(results), end="")
     print(f"\nwritten: {write_json(results, args.json)}")
     return 0
+
+
+# --- Runs: listing, comparing, the latest finished run, the resolved config (issue 30) -------
+
+
+def _add_runs(commands: Any) -> None:
+    """`cnnlab runs [RUNS_DIR]`: every run at a glance, newest first."""
+    from cnnlab.catalog.listing import DEFAULT_RUNS_DIR
+
+    runs = commands.add_parser(
+        "runs",
+        help="every run under a runs folder, newest first: status (finished, training, "
+        "interrupted, unreadable), data, model, best validation metric and epoch, test "
+        "accuracy, training time, start",
+    )
+    runs.add_argument(
+        "runs_dir",
+        nargs="?",
+        default=DEFAULT_RUNS_DIR,
+        metavar="RUNS_DIR",
+        help="the folder that holds the run folders (default: %(default)s)",
+    )
+    runs.add_argument("--json", action="store_true", help="print a list of JSON objects")
+    runs.set_defaults(handler=_runs)
+
+
+def _add_compare(commands: Any) -> None:
+    """`cnnlab compare RUN RUN...`: what differed between runs, and what it did."""
+    from cnnlab.catalog.listing import DEFAULT_RUNS_DIR
+
+    compare = commands.add_parser(
+        "compare",
+        help="two or more runs side by side: the settings that differ, the metrics, and "
+        "their curves on one picture",
+    )
+    compare.add_argument(
+        "runs", nargs="*", metavar="RUN", help="run folders, or names of runs under --runs-dir"
+    )
+    compare.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("compare.png"),
+        help="the curves as PNG (default: %(default)s, in the current folder)",
+    )
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    compare.add_argument(
+        "--runs-dir",
+        default=DEFAULT_RUNS_DIR,
+        metavar="DIR",
+        help="where a run named without a path is looked for (default: %(default)s)",
+    )
+    compare.set_defaults(handler=_compare)
+
+
+def _add_print_config(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration (presets, file and flags applied, the seed "
+        "drawn, auto settings chosen) as TOML and exit without training; "
+        "`cnnlab train --config FILE` trains exactly that",
+    )
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from cnnlab.catalog import find_runs, format_runs
+
+    found = find_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps([summary.to_dict() for summary in found], indent=2))
+    elif not found:
+        print(f"no runs in {args.runs_dir} yet; train one with `cnnlab train`")
+    else:
+        print(format_runs(found))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from cnnlab.catalog import compare_runs, format_comparison, resolve_run
+    from cnnlab.runs import Run
+    from cnnlab.visualize._common import save_png
+    from cnnlab.visualize.compare import plot_comparison
+
+    if len(args.runs) < 2:
+        raise CnnlabError(
+            f"compare needs at least two runs, got {len(args.runs)}; `cnnlab runs` lists them"
+        )
+    comparison = compare_runs([resolve_run(run, args.runs_dir) for run in args.runs])
+    curves = [
+        (label, Run(s.path).history())
+        for label, s in zip(comparison.labels, comparison.runs, strict=True)
+    ]
+    path = save_png(plot_comparison(curves), args.out)
+    if args.json:
+        print(json.dumps({**comparison.to_dict(), "picture": str(path)}, indent=2))
+    else:
+        print(format_comparison(comparison))
+        print(f"wrote {path}")
+    return 0
+
+
+def _print_config(config: Any) -> int:
+    """`train --print-config`: what train would run, resolved as it would resolve it (the
+    seed drawn, auto settings chosen), as TOML on stdout; nothing is trained or written."""
+    from cnnlab.training.trainer import resolve_defaults
+
+    print(resolve_defaults(config).to_toml(), end="")
+    return 0
+
+
+def _run_or_latest(run: Path | None) -> Path:
+    """The run named, or the latest finished one under the default runs folder (said in one
+    line on stderr, so a script reading stdout is not disturbed)."""
+    if run is not None:
+        return run
+    from cnnlab.catalog import latest_finished
+    from cnnlab.catalog.listing import format_time
+
+    latest = latest_finished()
+    print(
+        f"using the latest finished run: {latest.path} (finished {format_time(latest.finished)})",
+        file=sys.stderr,
+    )
+    return latest.path
+
+
+def _run_and_images(run: Path | None, images: list[str]) -> tuple[Path, list[str]]:
+    """`predict [RUN] IMAGE...`: the first argument is the run when it is a folder or a
+    .keras/.onnx file (images are neither), else an image, and the latest run is used."""
+    from cnnlab.catalog import looks_like_run
+
+    if run is not None and not looks_like_run(run):
+        images, run = [str(run), *images], None
+    if not images:
+        raise CnnlabError("predict needs image files: cnnlab predict [RUN] IMAGE...")
+    return _run_or_latest(run), images
+
+
+def _visualize_target(kind: str, target: str | None, image: str | None) -> tuple[Any, Any]:
+    """`visualize KIND [RUN] [IMAGE]`: a kind that draws a run uses the latest finished run
+    when none is named; for features and gradcam a lone argument that is no run (a folder,
+    .keras or .onnx file) is the image. convpool and preprocess take an image alone."""
+    from cnnlab.catalog import looks_like_run
+    from cnnlab.visualize.render import IMAGE_ONLY, NEEDS_IMAGE
+
+    if kind in IMAGE_ONLY:
+        return target, image
+    if kind in NEEDS_IMAGE and image is None and target is not None and not looks_like_run(target):
+        target, image = None, target
+    if target is None:
+        target = str(_run_or_latest(None))
+    return target, image
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

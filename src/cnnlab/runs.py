@@ -12,6 +12,9 @@
       backup/       cnnlab's `TrainingState` (every variable and counter after the last finished
                     epoch) while training runs; removed at the end
       model.onnx    (and other exports) with a sidecar `<file>.json`, once exported
+      .lock         held by the process that trains the run, removed when it finishes: a run
+                    whose run.json says "running" but whose lock no live process holds was
+                    interrupted (`Run.training`, `Run.is_training`)
 
 Training creates the folder and writes it through a `Run`; later stages add to it: `evaluate`
 writes metrics.json (through `Run`), `export` its model files and sidecars, and `visualize` saves
@@ -32,14 +35,20 @@ import json
 import logging
 import os
 import shutil
+import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from cnnlab._io import atomic_path, atomic_write_text
 from cnnlab.errors import ConfigError, RunError, UnsafeModelError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; a run's status is run.json's
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import keras
@@ -55,6 +64,7 @@ __all__ = [
     "BACKUP_DIR",
     "CONFIG_FILE",
     "HISTORY_FILE",
+    "LOCK_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "ONNX_FILE",
@@ -80,6 +90,7 @@ METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
 ONNX_FILE = "model.onnx"
 TEST_PREDICTIONS_FILE = "test_predictions.npz"
+LOCK_FILE = ".lock"  # one dot: `Run.make_dir` removes `.name.tmp` leftovers, not this
 
 _MISSING = (None, "", "NA")
 
@@ -121,6 +132,10 @@ class RunState:
     started_from: dict[str, Any] = field(default_factory=dict)
     """A fine-tuned run's start: the run it took its weights from, with that run's classes
     and what was frozen (`model.init`); empty for new weights."""
+    started_at: str | None = None
+    """When training first started, ISO 8601 in UTC (None: a run older than the field)."""
+    finished_at: str | None = None
+    """When training finished (the final save), ISO 8601 in UTC; None before."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -234,6 +249,11 @@ class Run:
     def state_backup(self) -> Path:
         """The complete training state after the last finished epoch (`TrainingState`)."""
         return self.backup_dir / "state.npz"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the process training the run; see `training`."""
+        return self.dir / LOCK_FILE
 
     @property
     def onnx_file(self) -> Path:
@@ -485,6 +505,58 @@ class Run:
                 if leftover.is_file() and leftover.name.count(".") >= 2:
                     leftover.unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def training(self, *, wait_s: float = 0.5) -> Iterator[None]:
+        """Hold the run's lock while this process trains it (a no-op when read-only).
+
+        The lock is an `flock` on `.lock`, which the kernel drops with the process however it
+        ends, so a run whose run.json says "running" while no process holds its lock was
+        interrupted (`is_training`). A second process training the same folder fails here
+        with a RunError instead of writing over the first one's files; a reader that checks
+        the lock holds it for a moment, hence a short wait before giving up.
+        """
+        if self.read_only or fcntl is None:  # no flock (Windows): status from run.json alone
+            yield
+            return
+        made = [folder for folder in (self.dir, *self.dir.parents) if not folder.exists()]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait_s
+            while not _try_lock(handle, fcntl.LOCK_EX):
+                if time.monotonic() > deadline:
+                    raise RunError(
+                        f"{self.dir}: another process is training this run now; wait for it "
+                        "to finish (`cnnlab runs` shows it), or train under another --name"
+                    )
+                time.sleep(0.02)
+            try:
+                yield
+            finally:
+                self.lock_file.unlink(missing_ok=True)
+                for folder in made:  # training failed before writing anything: no empty run
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+        finally:
+            os.close(handle)  # releases the lock
+
+    def is_training(self) -> bool:
+        """Whether a live process holds the run's lock (`training`) now. Opens the lock file
+        read-only and never creates it, so asking changes nothing in the folder."""
+        if fcntl is None:
+            return self.state().running
+        try:
+            handle = os.open(self.lock_file, os.O_RDONLY)
+        except OSError:
+            return False  # no lock file: nobody trains here (or a run older than the lock)
+        try:
+            if not _try_lock(handle, fcntl.LOCK_SH):
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(handle)
+
     @_writes
     def remove(self) -> None:
         """Delete the whole run folder (`--overwrite`)."""
@@ -494,6 +566,16 @@ class Run:
     @_writes
     def remove_backup(self) -> None:
         shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _try_lock(handle: int, kind: int) -> bool:
+    """Take an flock of `kind` on `handle` without waiting; False where another holds it."""
+    assert fcntl is not None
+    try:
+        fcntl.flock(handle, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def load_model(path: str | Path, *, unsafe: bool = False) -> keras.Model:

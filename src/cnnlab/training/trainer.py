@@ -12,6 +12,7 @@ from the last completed epoch.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -117,15 +118,19 @@ def train(
     _log_plan(plan, backend)
     run.check_writable()  # a read-only or full disk fails here, before any work
 
-    feed = load_feed(plan.config)
-    model = build_training_model(plan.config, feed, first_epoch=plan.first_epoch, processes=team)
-    state = _start_run(run, plan, feed, model, backend, team)
-    own, checkpoint = make_callbacks(plan.config, run, has_validation=feed.count("val") > 0)
-    fitted = _fit(model, plan, feed, [*own, *callbacks], team, state)
-    team.finish()
-    if not team.writes:  # the run folder is process 0's; this one keeps its model in memory
-        return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
-    return _save(run, state, checkpoint)
+    # Held until the run is saved: a run that says "running" without it was interrupted.
+    with run.training():
+        feed = load_feed(plan.config)
+        model = build_training_model(
+            plan.config, feed, first_epoch=plan.first_epoch, processes=team
+        )
+        state = _start_run(run, plan, feed, model, backend, team)
+        own, checkpoint = make_callbacks(plan.config, run, has_validation=feed.count("val") > 0)
+        fitted = _fit(model, plan, feed, [*own, *callbacks], team, state)
+        team.finish()
+        if not team.writes:  # the run folder is process 0's; this one keeps its model in memory
+            return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
+        return _save(run, state, checkpoint)
 
 
 def _decide(config: Config, run: Run, team: Processes, *, overwrite: bool = False) -> Plan | None:
@@ -184,6 +189,7 @@ def _start_run(
             unreadable_images=feed.unreadable,
             class_weights=list(_class_weights(plan.config, feed).values()),
             started_from=_started_from(plan.config),
+            started_at=_now(),
         )
         if team.describe():
             state.extra["data_parallel"] = team.describe()
@@ -276,6 +282,7 @@ def _save(run: Run, state: RunState, checkpoint: Any) -> TrainResult:
     state.epochs_run = len(history)
     state.best_epoch = None if best is None else int(best["epoch"]) + 1
     state.best_metrics = {k: v for k, v in (best or {}).items() if k != "epoch"}
+    state.finished_at = _now()
     run.write_state(state)
     run.remove_backup()
     best_model = run.load_model()
@@ -287,6 +294,11 @@ def _save(run: Run, state: RunState, checkpoint: Any) -> TrainResult:
         run.model_file,
     )
     return TrainResult(run_dir=run.dir, model=best_model, history=history, state=state)
+
+
+def _now() -> str:
+    """The time now as run.json records it: ISO 8601 in UTC, to the second."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _is_terminal(stream: Any) -> bool:
