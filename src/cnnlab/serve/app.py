@@ -255,10 +255,7 @@ def _add_routes(app: FastAPI) -> None:
     ) -> FeaturesOut:
         """The prediction, the preprocessed input, and every conv/pooling layer's feature maps."""
         service = _service(request)
-        try:
-            predictor = service.keras_predictor("feature maps need")
-        except NeedsKeras as exc:
-            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
+        predictor = _keras_predictor(service, "feature maps need")
         whole = _keep_size(request, keep_size)
         image = await _read_image(request)
         return await run_in_threadpool(
@@ -287,11 +284,7 @@ def _add_routes(app: FastAPI) -> None:
         """How one cell of a conv or pooling layer's feature map was computed for this image:
         the input patch, kernel, products, bias, sum and activation (or the pooling window),
         with the value Keras computed beside it. The image is read as in /api/features."""
-        service = _service(request)
-        try:
-            predictor = service.keras_predictor("explaining a layer's arithmetic needs")
-        except NeedsKeras as exc:
-            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
+        predictor = _keras_predictor(_service(request), "explaining a layer's arithmetic needs")
         whole = _keep_size(request, keep_size)
         image = await _read_image(request)
         return await run_in_threadpool(
@@ -382,6 +375,15 @@ def _outcomes_out(
 def _service(request: Request) -> ModelService:
     service: ModelService = request.app.state.service
     return service
+
+
+def _keras_predictor(service: ModelService, what: str) -> KerasPredictor:
+    """The service's Keras predictor; 501 where it runs an exported ONNX model (`what` with
+    its verb, e.g. "feature maps need")."""
+    try:
+        return service.keras_predictor(what)
+    except NeedsKeras as exc:
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
 
 
 def _keep_size(request: Request, asked: bool | None) -> bool:
