@@ -7,6 +7,7 @@ temperature fitted here.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,6 +17,7 @@ import numpy as np
 from cnnlab import calibration
 from cnnlab.errors import DataError
 from cnnlab.runs import Run
+from cnnlab.tracking import events, mlflow_runs
 
 if TYPE_CHECKING:
     from cnnlab.data.feed import Feed
@@ -41,7 +43,10 @@ def evaluate(
     run = Run(run_dir)
     feed = run.data(data_dir, validation=True)
     model = run.load_model(unsafe=unsafe)
-    labels, probabilities, flipped = _predict_test_set(model, feed, batch_size, tta=tta)
+    worst = WorstImages(BOARD_IMAGES)
+    labels, probabilities, flipped = _predict_test_set(
+        model, feed, batch_size, tta=tta, worst=worst
+    )
     metrics = classification_metrics(labels, probabilities, feed.class_names)
     val_labels, val_probabilities = _predict_split(model, feed, "val", batch_size)
     metrics.update(calibration_metrics(labels, probabilities, val_labels, val_probabilities))
@@ -54,7 +59,69 @@ def evaluate(
         }
     metrics["run"] = str(run.dir)
     run.write_metrics(metrics)
+    step = max((run.state().best_epoch or 1) - 1, 0)  # the kept model's epoch, 0-based
+    write_board(run, model, metrics, worst, step)
+    mlflow_runs.log_evaluation(run, metrics, step)
     return metrics
+
+
+BOARD_IMAGES = 12
+"""How many of the highest-loss test images TensorBoard shows."""
+
+
+class WorstImages:
+    """The `count` test images with the highest loss seen so far, kept batch by batch (a folder's
+    test set is streamed, never held whole)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.images: np.ndarray | None = None
+        self.labels = np.zeros(0, dtype=np.int64)
+        self.losses = np.zeros(0)
+
+    def add(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> None:
+        labels = np.asarray(labels).astype(np.int64).ravel()
+        picked = probabilities[np.arange(len(labels)), labels]
+        losses = -np.log(np.clip(picked, 1e-7, 1.0))  # Keras' clip, as classification_metrics
+        mine = np.argsort(-losses, kind="stable")[: self.count]  # copy at most `count` images
+        batch = np.asarray(images)[mine]
+        pool = batch if self.images is None else np.concatenate([self.images, batch])
+        pool_losses = np.concatenate([self.losses, losses[mine]])
+        keep = np.argsort(-pool_losses, kind="stable")[: self.count]
+        self.images = pool[keep]
+        self.labels = np.concatenate([self.labels, labels[mine]])[keep]
+        self.losses = pool_losses[keep]
+
+
+def write_board(
+    run: Run, model: Any, metrics: dict[str, Any], worst: WorstImages, step: int
+) -> None:
+    """TensorBoard's view of the evaluation (`cnnlab.tracking.events.write_test`): the test
+    loss and accuracy beside the training curves, the report as text, the confusion matrix
+    and the highest-loss test images as pictures."""
+    from PIL import Image
+
+    from cnnlab.visualize._common import to_png
+    from cnnlab.visualize.confusion import plot_confusion
+    from cnnlab.visualize.errors import plot_errors
+
+    names = metrics["class_names"]
+    figures = {"confusion_matrix": plot_confusion(metrics["confusion_matrix"], names)}
+    if worst.images is not None and len(worst.labels):
+        figures["highest_loss"] = plot_errors(
+            model, worst.images, worst.labels, names, n=len(worst.labels)
+        )
+    images = {
+        name: np.asarray(Image.open(io.BytesIO(to_png(figure))).convert("RGB"))
+        for name, figure in figures.items()
+    }
+    events.write_test(
+        run.logs_dir,
+        step,
+        {"epoch_loss": metrics["test_loss"], "epoch_accuracy": metrics["test_accuracy"]},
+        images,
+        {"report": "```\n" + format_report(metrics) + "\n```"},
+    )
 
 
 def calibration_metrics(
@@ -119,15 +186,22 @@ def _predict_split(
 
 
 def _predict_test_set(
-    model: Any, feed: Feed, batch_size: int, *, tta: bool = False
+    model: Any,
+    feed: Feed,
+    batch_size: int,
+    *,
+    tta: bool = False,
+    worst: WorstImages | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The test labels and the model's probabilities, batch by batch (a folder's test set is
     streamed: the labels are those of the pictures that could be read), and with `tta` the
-    probabilities of each picture flipped left-right."""
+    probabilities of each picture flipped left-right; `worst` keeps the highest-loss images."""
     labels, plain, flipped = [], [], []
     for x, y in feed.numpy_batches("test", batch_size):
         labels.append(y)
         plain.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+        if worst is not None:
+            worst.add(x, y, plain[-1])
         if tta:
             flipped.append(np.asarray(model.predict_on_batch(x[:, :, ::-1]), dtype=np.float64))
     if not labels:

@@ -10,6 +10,10 @@
       backup/       cnnlab's `TrainingState` (every variable and counter after the last finished
                     epoch) while training runs; removed at the end
       model.onnx    (and other exports) with a sidecar `<file>.json`, once exported
+      logs/         TensorBoard event files: train/ and validation/ as it trains, test/ once
+                    evaluated
+      mlflow.json   where the run is tracked in MLflow (tracking URI, experiment and run ids),
+                    when it trained with `--log mlflow`
 
 Training creates the folder and writes it through a `Run`; later stages add to it: `evaluate`
 writes metrics.json (through `Run`), `export` its model files and sidecars, and `visualize` saves
@@ -51,7 +55,9 @@ __all__ = [
     "BACKUP_DIR",
     "CONFIG_FILE",
     "HISTORY_FILE",
+    "LOGS_DIR",
     "METRICS_FILE",
+    "MLFLOW_FILE",
     "MODEL_FILE",
     "ONNX_FILE",
     "STATE_FILE",
@@ -74,6 +80,8 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
 ONNX_FILE = "model.onnx"
+LOGS_DIR = "logs"
+MLFLOW_FILE = "mlflow.json"
 
 _MISSING = (None, "", "NA")
 
@@ -226,6 +234,15 @@ class Run:
         return self.backup_dir / "state.npz"
 
     @property
+    def logs_dir(self) -> Path:
+        """TensorBoard's event files (`tensorboard --logdir RUN/logs`, or a runs folder)."""
+        return self.dir / LOGS_DIR
+
+    @property
+    def mlflow_file(self) -> Path:
+        return self.dir / MLFLOW_FILE
+
+    @property
     def onnx_file(self) -> Path:
         """The exported ONNX model: the file opened, if it is one, else `model.onnx`."""
         return self.model_file if self.is_onnx else self.dir / ONNX_FILE
@@ -365,6 +382,24 @@ class Run:
     @_writes
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_text(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
+
+    # --- mlflow.json -----------------------------------------------------------------------
+
+    def mlflow_run(self) -> dict[str, str] | None:
+        """Where the run is tracked in MLflow (`tracking_uri`, `experiment_id`, `run_id`), or
+        None when it is not (or the file is unreadable)."""
+        try:
+            record = json.loads(self.mlflow_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        keys = ("tracking_uri", "experiment_id", "run_id")
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in keys):
+            return None
+        return {key: record[key] for key in keys}
+
+    @_writes
+    def write_mlflow_run(self, record: dict[str, str]) -> None:
+        atomic_write_text(self.mlflow_file, json.dumps(record, indent=2) + "\n")
 
     # --- The model and the data -------------------------------------------------------------
 
