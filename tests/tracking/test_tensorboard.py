@@ -5,10 +5,14 @@ resumed run's files hold each epoch once."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from boards import board_mismatches, read_board
+
+from cnnlab.config import Config
 
 pytest.importorskip("tensorboard")
 
@@ -62,3 +66,23 @@ def test_a_resumed_run_keeps_only_the_finished_epochs(tmp_path: Path) -> None:
         assert read_board(tmp_path, run)["epoch_loss"] == [(0, 1.0), (1, 0.5)]
     keep_epochs_before(tmp_path, 0)  # a run that starts over
     assert not (tmp_path / "train").exists() and not (tmp_path / "validation").exists()
+
+
+def test_without_tf_summary_a_run_trains_with_one_warning(
+    tmp_path: Path,
+    tiny_npz: Path,
+    tiny_arch: Path,
+    tiny_config: Callable[..., Config],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A machine training on JAX without TensorFlow: no event files, one line, a full run."""
+    from cnnlab.tracking import events
+    from cnnlab.training.trainer import train
+
+    monkeypatch.setattr(events, "missing", lambda: "tensorflow not installed")
+    with caplog.at_level(logging.WARNING):
+        result = train(tiny_config(tmp_path, tiny_npz, tiny_arch, epochs=1))
+    assert result.state.finished and not (result.run_dir / "logs").exists()
+    said = [r.getMessage() for r in caplog.records if "TensorBoard" in r.getMessage()]
+    assert said == ["no TensorBoard files for this run: tensorflow not installed"]

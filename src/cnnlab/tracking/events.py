@@ -28,6 +28,15 @@ TEST_RUN = "test"
 _PARTIAL = ".pruning-"  # a rewritten event file before it is renamed into place
 
 
+def missing() -> str:
+    """What writing event files lacks ("" when nothing): Keras' callback and `write_test`
+    write through TensorFlow's `tf.summary`, which needs the `tensorboard` package."""
+    import importlib.util
+
+    absent = [name for name in ("tensorflow", "tensorboard") if not importlib.util.find_spec(name)]
+    return f"{' and '.join(absent)} not installed (pip install 'cnnlab[train]')" if absent else ""
+
+
 def keep_epochs_before(logs_dir: str | Path, first_epoch: int) -> None:
     """Make the training event files hold only the epochs before `first_epoch`: all of them
     go when a run starts from scratch, a killed run's unfinished epochs when it resumes."""
@@ -86,12 +95,12 @@ def write_test(
     """Replace `logs/test/` with one evaluation: `scalars` (named as Keras names the
     training curves, e.g. `epoch_accuracy`), `images` (uint8 arrays, height x width x
     channels) and `text` (Markdown), all at `step`. Returns the folder, or None when
-    TensorFlow (whose `tf.summary` writes the files) is not installed."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        log.warning("TensorFlow is not installed: no TensorBoard files for this evaluation")
+    TensorFlow or TensorBoard is not installed (`missing`: one warning then)."""
+    if missing():
+        log.warning("no TensorBoard files for this evaluation: %s", missing())
         return None
+    import tensorflow as tf
+
     folder = Path(logs_dir) / TEST_RUN
     shutil.rmtree(folder, ignore_errors=True)
     writer = tf.summary.create_file_writer(str(folder))

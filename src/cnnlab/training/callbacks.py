@@ -193,6 +193,16 @@ class TensorBoardLog(LazyKerasClass):
         self._pop_writer()  # Keras' own also logs against iterations first: see above
 
 
+def tensorboard_callbacks(log_dir: str | Path, first_epoch: int, histograms: bool) -> list[Any]:
+    """`[TensorBoardLog(...)]`, or none, with one warning, where `tf.summary` is missing (a
+    machine training on JAX or PyTorch without TensorFlow): the run trains all the same."""
+    problem = events.missing()
+    if problem:
+        log.warning("no TensorBoard files for this run: %s", problem)
+        return []
+    return [TensorBoardLog(log_dir, first_epoch=first_epoch, histograms=histograms)]
+
+
 class MlflowLog(KerasCallback):
     """Mirror a training run to MLflow as it trains (`cnnlab.tracking.mlflow_runs`): the
     configuration as params at the start, then each epoch's row of history.csv as metrics.

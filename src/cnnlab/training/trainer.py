@@ -46,8 +46,8 @@ from cnnlab.training.callbacks import (
     EpochTimer,
     MlflowLog,
     TargetReached,
-    TensorBoardLog,
     TrainingState,
+    tensorboard_callbacks,
 )
 from cnnlab.training.distributed import ONE_PROCESS, Cluster, Processes, join
 
@@ -451,10 +451,8 @@ def make_callbacks(
     callbacks: list[Any] = [EpochTimer(), keras.callbacks.TerminateOnNaN()]
     # After the timer (its epoch_seconds is logged) and before ReduceLROnPlateau changes the
     # rate at an epoch's end, so the learning rate logged is the one history.csv records.
-    callbacks.append(
-        TensorBoardLog(
-            run.logs_dir, first_epoch=first_epoch, histograms=config.log.tensorboard_histograms
-        )
+    callbacks += tensorboard_callbacks(
+        run.logs_dir, first_epoch, histograms=config.log.tensorboard_histograms
     )
     if train.target_accuracy:
         callbacks.append(TargetReached(monitor=monitor, target=train.target_accuracy))
