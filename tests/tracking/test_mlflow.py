@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from cnnlab.runs import Run
 
 pytest.importorskip("mlflow")
 
+SRC = Path(__file__).resolve().parents[2] / "src"
 ARTIFACTS = {"config.toml", "history.csv", "metrics.json", "model.keras", "run.json"}
 
 
@@ -76,15 +78,50 @@ def _check_mirror(run_dir: Path) -> None:
     assert {item.path for item in client.list_artifacts(record["run_id"])} >= ARTIFACTS
 
 
+KILLED_BEFORE_MLFLOW = """
+import os, signal, sys
+import keras
+import cnnlab.training.trainer as training
+from cnnlab.config import load_config
+
+class KillAfter(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:  # in the backup, not yet in MLflow (the tracker's callback runs next)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+original = training.make_callbacks
+def with_killer(*args, **kwargs):
+    callbacks, checkpoint = original(*args, **kwargs)
+    return [*callbacks[:-1], KillAfter(), callbacks[-1]], checkpoint
+training.make_callbacks = with_killer
+training.train(load_config(sys.argv[1]))
+"""
+
+
 @pytest.mark.tracking  # MLflow takes ~10 s to create a new database (its migrations)
-def test_a_run_mirrored_to_a_local_database(
+def test_a_killed_run_mirrored_to_a_local_database(
     tmp_path: Path, tiny_npz: Path, tiny_arch: Path
 ) -> None:
+    """Killed after epoch 1 was backed up but before MLflow had it, then resumed: MLflow's
+    run is the same one, with every epoch once."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _experiment(uri, "tests", tmp_path / "artifacts")
-    run_dir = _train_and_evaluate(
-        _tracked_config(tmp_path / "runs", tiny_npz, tiny_arch, uri, mlflow_experiment="tests")
+    config = _tracked_config(tmp_path / "runs", tiny_npz, tiny_arch, uri, mlflow_experiment="tests")
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(config.to_toml())
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_BEFORE_MLFLOW)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), str(config_file)], env=env, capture_output=True, timeout=300
     )
+    assert done.returncode == -9, done.stderr[-2000:]
+    first_id = json.loads((config.run_dir / "mlflow.json").read_text())["run_id"]
+    run_dir = _train_and_evaluate(config)
+    assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == first_id
     _check_mirror(run_dir)
 
 
