@@ -333,18 +333,28 @@ def _add_tracking_flags(parser: argparse.ArgumentParser) -> None:
         const=True,
         help="TensorBoard: a histogram of every weight after each epoch",
     )
+
+    class AndMlflow(argparse.Action):
+        """A setting of MLflow's, which asks for MLflow too."""
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            setattr(namespace, self.dest, values)
+            setattr(namespace, "log.mlflow", True)
+
     parser.add_argument(
         "--mlflow-uri",
+        action=AndMlflow,
         dest="log.mlflow_uri",
         metavar="URI",
-        help="MLflow tracking server or database (default: $MLFLOW_TRACKING_URI, else "
-        "MLflow's own default, sqlite:///mlflow.db in the current folder)",
+        help="log to this MLflow tracking server or database (implies --log mlflow; default: "
+        "$MLFLOW_TRACKING_URI, else MLflow's own, sqlite:///mlflow.db in the current folder)",
     )
     parser.add_argument(
         "--mlflow-experiment",
+        action=AndMlflow,
         dest="log.mlflow_experiment",
         metavar="NAME",
-        help="MLflow experiment (default: cnnlab)",
+        help="the MLflow experiment (implies --log mlflow; default: cnnlab)",
     )
 
 
@@ -369,6 +379,7 @@ def _add_lr_find(commands: Any) -> None:
         const=False,
         help="never download missing dataset files",
     )
+    _add_tracking_flags(lr_find)  # accepted, so a train command line works; lr-find logs nothing
     lr_find.add_argument(
         "--steps",
         type=int,

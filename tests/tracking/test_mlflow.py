@@ -169,6 +169,9 @@ def test_the_log_flag_takes_a_list_of_trackers(tmp_path: Path) -> None:
     args = parser.parse_args(["train", "--log", "tensorboard", "--log", "mlflow"])
     assert vars(args)["log.mlflow"] is True
     assert vars(parser.parse_args(["train", "--log", "tensorboard"]))["log.mlflow"] is None
+    assert vars(parser.parse_args(["train", "--log", "tensorboard,mlflow"]))["log.mlflow"]
+    named = vars(parser.parse_args(["train", "--mlflow-uri", "sqlite:///m.db"]))
+    assert named["log.mlflow"] is True and named["log.mlflow_uri"] == "sqlite:///m.db"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--log", "wandb"])
 
