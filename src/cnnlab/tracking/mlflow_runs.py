@@ -103,11 +103,11 @@ class Session:
     def log_history(self, history: History, through: int) -> None:
         """The epochs of `history` up to `through` not logged yet, one metric per column,
         the step being the 0-based epoch."""
-        from mlflow.entities import Metric
-
         rows = [row for row in history if self.logged_through < int(row["epoch"]) <= through]
         if not rows or not self.active:
             return
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         metrics = [
             Metric(key, float(value), now, int(row["epoch"]))
@@ -121,6 +121,7 @@ class Session:
             self.logged_through = int(rows[-1]["epoch"])
 
     def upload(self, files: list[Path]) -> None:
+        """Each file as an artifact at the top of the MLflow run."""
         for path in files:
             if self.active:
                 self.call("log_artifact", self.run_id, str(path))
