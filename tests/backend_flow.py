@@ -52,12 +52,13 @@ def main(work: Path, kinds: list[str]) -> dict[str, object]:
         "train",
         *("train", "--dataset", str(npz), "--model", str(arch), "--epochs", "1", "--seed", "3"),
         *("--learning-rate", "0.01", "--init-filters", "random", "--validation-split", "0.25"),
-        *("--runs-dir", str(work / "runs"), "--name", "tiny"),
+        *("--runs-dir", str(work / "runs"), "--name", "tiny", "--tensorboard-histograms"),
     )
     report["backend_line"] = next(line for line in log.splitlines() if "Keras backend" in line)
     report["config_backend"] = "backend" in (run / "config.toml").read_text()
     report["run_json_backend"] = json.loads((run / "run.json").read_text())["backend"]
     step("evaluate", "evaluate", str(run), "--json")
+    report.update(_tensorboard(run))
     predicted = step("predict", "predict", str(run), str(image), "--json")
     report["predicted"] = json.loads(predicted[: predicted.rindex("]") + 1])[0]["label"]
     for kind in kinds:
@@ -130,6 +131,20 @@ def _explainer_flow(run: Path, image: Path) -> dict[str, object]:
     return {
         "explainer_relative_errors": errors,
         "explainer_serve": [answer.status_code, answer.json().get("agrees")],
+    }
+
+
+def _tensorboard(run: Path) -> dict[str, object]:
+    """Issue 30: the run's event files, read back with TensorBoard's reader: the curves equal
+    history.csv, a histogram per weight per epoch, and evaluate's test run."""
+    from boards import board_mismatches, read_board
+
+    train = read_board(run / "logs", "train")
+    histograms = [points for tag, points in train.items() if tag.endswith("/histogram")]
+    return {
+        "tensorboard_mismatches": board_mismatches(run),
+        "tensorboard_histogram_steps": sorted({str([s for s, _ in h]) for h in histograms}),
+        "tensorboard_test": sorted(read_board(run / "logs", "test")),
     }
 
 

@@ -36,6 +36,7 @@ STAGES: dict[str, int] = {
     "data.feed": 2,  # what training and evaluation are fed: arrays or a streamed folder
     "training.callbacks": 2,
     "training.distributed": 2,  # where a process stands among those training one model
+    "tracking": 2,  # TensorBoard event files and MLflow, written from a run folder
     # the only writer of a run folder's model
     "training": 3,
     # readers of a run folder: never import training

@@ -91,6 +91,17 @@ def test_every_command_on_the_backend(
     assert report["predicted"] == "bottom"  # the tiny classes are learned in one epoch
     assert all(report[f"visualize {kind}"] == 0 for kind in PICTURES)
     assert report["serve"] == [200, "bottom"]
+    # TensorBoard (Keras' callback writes through tf.summary on every backend): the curves are
+    # history.csv's, one histogram point per weight and epoch, the test run after evaluate.
+    assert report["tensorboard_mismatches"] == []
+    assert report["tensorboard_histogram_steps"] == ["[0]"]  # the one epoch trained
+    assert report["tensorboard_test"] == [
+        "confusion_matrix",
+        "epoch_accuracy",
+        "epoch_loss",
+        "highest_loss",
+        "report",
+    ]
     if backend == "torch":  # Keras exports ONNX through torch.onnx, and it predicts the same
         assert report["export_onnx"] == [0, []]
         assert report["export_onnx_predicted"] == "bottom"

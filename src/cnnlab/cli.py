@@ -301,7 +301,64 @@ def _add_train(commands: Any) -> None:
     )
     _add_parallel_flags(train)
     _add_print_config(train)
+    _add_tracking_flags(train)
     train.set_defaults(handler=_train)
+
+
+TRACKERS = ("tensorboard", "mlflow")
+"""What `train --log` takes; TensorBoard's event files are written for every run anyway."""
+
+
+def _add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    """`--log mlflow` and its settings, `--tensorboard-histograms` (the config's [log])."""
+
+    class LogTo(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            names = [name.strip() for name in str(values).split(",") if name.strip()]
+            unknown = [name for name in names if name not in TRACKERS]
+            if unknown or not names:
+                parser.error(f"--log {values}: choose from {', '.join(TRACKERS)} (comma list)")
+            if "mlflow" in names:
+                setattr(namespace, "log.mlflow", True)
+
+    parser.add_argument(
+        "--log",
+        action=LogTo,
+        metavar="TRACKER",
+        dest="log.mlflow",
+        help="also log the run to mlflow (repeatable or a comma list; tensorboard's event "
+        "files in RUN/logs/ are always written)",
+    )
+    parser.add_argument(
+        "--tensorboard-histograms",
+        dest="log.tensorboard_histograms",
+        action="store_const",
+        const=True,
+        help="TensorBoard: a histogram of every weight after each epoch",
+    )
+
+    class AndMlflow(argparse.Action):
+        """A setting of MLflow's, which asks for MLflow too."""
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            setattr(namespace, self.dest, values)
+            setattr(namespace, "log.mlflow", True)
+
+    parser.add_argument(
+        "--mlflow-uri",
+        action=AndMlflow,
+        dest="log.mlflow_uri",
+        metavar="URI",
+        help="log to this MLflow tracking server or database (implies --log mlflow; default: "
+        "$MLFLOW_TRACKING_URI, else MLflow's own, sqlite:///mlflow.db in the current folder)",
+    )
+    parser.add_argument(
+        "--mlflow-experiment",
+        action=AndMlflow,
+        dest="log.mlflow_experiment",
+        metavar="NAME",
+        help="the MLflow experiment (implies --log mlflow; default: cnnlab)",
+    )
 
 
 def _add_lr_find(commands: Any) -> None:
@@ -325,6 +382,7 @@ def _add_lr_find(commands: Any) -> None:
         const=False,
         help="never download missing dataset files",
     )
+    _add_tracking_flags(lr_find)  # accepted, so a train command line works; lr-find logs nothing
     lr_find.add_argument(
         "--steps",
         type=int,

@@ -188,6 +188,20 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """What watches a run besides its folder: TensorBoard event files are always written
+    (`RUN/logs/`); MLflow is one more tracker, written from the run folder (docs/training.md)."""
+
+    tensorboard_histograms: bool = False  # a histogram of every weight, every epoch
+    mlflow: bool = False  # log params, epoch and test metrics, and artifacts to MLflow
+    mlflow_uri: str = ""  # empty: $MLFLOW_TRACKING_URI, else MLflow's own default
+    mlflow_experiment: str = "cnnlab"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.mlflow_experiment.strip()), "log.mlflow_experiment must not be empty")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run: data, model, training and output settings."""
 
@@ -195,6 +209,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def run_name(self) -> str:

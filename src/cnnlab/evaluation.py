@@ -8,6 +8,7 @@ temperature fitted here.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from cnnlab import calibration
 from cnnlab.errors import DataError
 from cnnlab.model.heads import with_logits
 from cnnlab.runs import Run
+from cnnlab.tracking import events, mlflow_runs
 
 if TYPE_CHECKING:
     from cnnlab.data.feed import Feed
@@ -45,8 +47,9 @@ def evaluate(
     feed = run.data(data_dir, validation=True)
     model = run.load_model(unsafe=unsafe)
     model_and_logits = with_logits(model) or model
+    worst = WorstImages(BOARD_IMAGES)
     labels, probabilities, flipped, logits = _predict_test_set(
-        model_and_logits, feed, batch_size, tta=tta
+        model_and_logits, feed, batch_size, tta=tta, worst=worst
     )
     metrics = classification_metrics(labels, probabilities, feed.class_names)
     val_labels, val_probabilities, val_logits = _predict_split(
@@ -69,6 +72,9 @@ def evaluate(
     if outcomes is not None:
         run.write_test_predictions(outcomes)
     run.write_metrics(metrics)
+    step = max((run.state().best_epoch or 1) - 1, 0)  # the kept model's epoch, 0-based
+    write_board(run, model, metrics, worst, step)
+    mlflow_runs.log_evaluation(run, metrics, step)
     return metrics
 
 
@@ -117,6 +123,64 @@ def per_image_loss(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """-log p(true class) per image, the probability clipped at 1e-7 as Keras does."""
     picked = probabilities[np.arange(len(labels)), labels]
     return -np.log(np.clip(picked, 1e-7, 1.0))
+
+
+BOARD_IMAGES = 12
+"""How many of the highest-loss test images TensorBoard shows."""
+
+
+class WorstImages:
+    """The `count` test images with the highest loss seen so far, kept batch by batch (a folder's
+    test set is streamed, never held whole)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.images: np.ndarray | None = None
+        self.labels = np.zeros(0, dtype=np.int64)
+        self.losses = np.zeros(0)
+
+    def add(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> None:
+        labels = np.asarray(labels).astype(np.int64).ravel()
+        losses = per_image_loss(labels, probabilities)
+        mine = np.argsort(-losses, kind="stable")[: self.count]  # copy at most `count` images
+        batch = np.asarray(images)[mine]
+        pool = batch if self.images is None else np.concatenate([self.images, batch])
+        pool_losses = np.concatenate([self.losses, losses[mine]])
+        keep = np.argsort(-pool_losses, kind="stable")[: self.count]
+        self.images = pool[keep]
+        self.labels = np.concatenate([self.labels, labels[mine]])[keep]
+        self.losses = pool_losses[keep]
+
+
+def write_board(
+    run: Run, model: Any, metrics: dict[str, Any], worst: WorstImages, step: int
+) -> None:
+    """TensorBoard's view of the evaluation (`cnnlab.tracking.events.write_test`): the test
+    loss and accuracy beside the training curves, the report as text, the confusion matrix
+    and the highest-loss test images as pictures."""
+    from PIL import Image
+
+    from cnnlab.visualize._common import to_png
+    from cnnlab.visualize.confusion import plot_confusion
+    from cnnlab.visualize.errors import plot_errors
+
+    names = metrics["class_names"]
+    figures = {"confusion_matrix": plot_confusion(metrics["confusion_matrix"], names)}
+    if worst.images is not None and len(worst.labels):
+        figures["highest_loss"] = plot_errors(
+            model, worst.images, worst.labels, names, n=len(worst.labels)
+        )
+    images = {
+        name: np.asarray(Image.open(io.BytesIO(to_png(figure))).convert("RGB"))
+        for name, figure in figures.items()
+    }
+    events.write_test(
+        run.logs_dir,
+        step,
+        {"epoch_loss": metrics["test_loss"], "epoch_accuracy": metrics["test_accuracy"]},
+        images,
+        {"report": "```\n" + format_report(metrics) + "\n```"},
+    )
 
 
 def calibration_metrics(
@@ -221,18 +285,25 @@ def _predict_split(
 
 
 def _predict_test_set(
-    model: Any, feed: Feed, batch_size: int, *, tta: bool = False
+    model: Any,
+    feed: Feed,
+    batch_size: int,
+    *,
+    tta: bool = False,
+    worst: WorstImages | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The test labels and the model's probabilities, batch by batch (a folder's test set is
     streamed: the labels are those of the pictures that could be read), with `tta` the
     probabilities of each picture flipped left-right, and the logits where the model gives
-    them."""
+    them; `worst` keeps the highest-loss images."""
     labels, plain, flipped, logits = [], [], [], []
     for x, y in feed.numpy_batches("test", batch_size):
         labels.append(y)
         probabilities, batch_logits = _outputs(model, x)
         plain.append(probabilities)
         logits.append(batch_logits)
+        if worst is not None:
+            worst.add(x, y, probabilities)
         if tta:
             flipped.append(_outputs(model, x[:, :, ::-1])[0])
     if not labels:

@@ -15,6 +15,10 @@
       .lock         held by the process that trains the run, removed when it finishes: a run
                     whose run.json says "running" but whose lock no live process holds was
                     interrupted (`Run.training`, `Run.is_training`)
+      logs/         TensorBoard event files: train/ and validation/ as it trains, test/ once
+                    evaluated
+      mlflow.json   where the run is tracked in MLflow (tracking URI, experiment and run ids),
+                    when it trained with `--log mlflow`
 
 Training creates the folder and writes it through a `Run`; later stages add to it: `evaluate`
 writes metrics.json (through `Run`), `export` its model files and sidecars, and `visualize` saves
@@ -65,7 +69,9 @@ __all__ = [
     "CONFIG_FILE",
     "HISTORY_FILE",
     "LOCK_FILE",
+    "LOGS_DIR",
     "METRICS_FILE",
+    "MLFLOW_FILE",
     "MODEL_FILE",
     "ONNX_FILE",
     "STATE_FILE",
@@ -91,6 +97,8 @@ BACKUP_DIR = "backup"
 ONNX_FILE = "model.onnx"
 TEST_PREDICTIONS_FILE = "test_predictions.npz"
 LOCK_FILE = ".lock"  # one dot: `Run.make_dir` removes `.name.tmp` leftovers, not this
+LOGS_DIR = "logs"
+MLFLOW_FILE = "mlflow.json"
 
 _MISSING = (None, "", "NA")
 
@@ -256,6 +264,15 @@ class Run:
         return self.dir / LOCK_FILE
 
     @property
+    def logs_dir(self) -> Path:
+        """TensorBoard's event files (`tensorboard --logdir RUN/logs`, or a runs folder)."""
+        return self.dir / LOGS_DIR
+
+    @property
+    def mlflow_file(self) -> Path:
+        return self.dir / MLFLOW_FILE
+
+    @property
     def onnx_file(self) -> Path:
         """The exported ONNX model: the file opened, if it is one, else `model.onnx`."""
         return self.model_file if self.is_onnx else self.dir / ONNX_FILE
@@ -419,6 +436,24 @@ class Run:
 
         with atomic_path(self.test_predictions_file) as tmp, tmp.open("wb") as handle:
             np.savez_compressed(handle, **arrays)
+
+    # --- mlflow.json -----------------------------------------------------------------------
+
+    def mlflow_run(self) -> dict[str, str] | None:
+        """Where the run is tracked in MLflow (`tracking_uri`, `experiment_id`, `run_id`), or
+        None when it is not (or the file is unreadable)."""
+        try:
+            record = json.loads(self.mlflow_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        keys = ("tracking_uri", "experiment_id", "run_id")
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in keys):
+            return None
+        return {key: record[key] for key in keys}
+
+    @_writes
+    def write_mlflow_run(self, record: dict[str, str]) -> None:
+        atomic_write_text(self.mlflow_file, json.dumps(record, indent=2) + "\n")
 
     # --- The model and the data -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import board_mismatches
 
 from cnnlab.cli import _without_option, main
 from cnnlab.config import Config
@@ -146,6 +147,9 @@ def test_two_processes_train_as_one(tmp_path: Path, tiny_npz: Path, tiny_arch: P
     assert (run / "model.keras").is_file() and not (run / "backup").exists()
     assert len((run / "history.csv").read_text().splitlines()) == 3  # a header and 2 epochs
     assert '"processes": 2' in (run / "run.json").read_text()
+    # TensorBoard: process 0 alone writes, one event file per folder, the curves history.csv's.
+    assert [len(list((run / "logs" / n).iterdir())) for n in ("train", "validation")] == [1, 1]
+    assert board_mismatches(run) == []
 
 
 def _pythonpath() -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import board_mismatches, read_board
 
 from cnnlab.config import Config
 from cnnlab.runs import Run
@@ -133,6 +134,7 @@ def test_a_run_killed_again_and_again_ends_as_an_uninterrupted_one(
     reference = train(tiny_config(tmp_path / "reference", tiny_npz, tiny_arch, **settings))
 
     config = tiny_config(tmp_path / "killed", tiny_npz, tiny_arch, **settings)
+    config = config.replace(log={"tensorboard_histograms": True})  # pruned on resume too
     config_file = tmp_path / "run.toml"
     config_file.write_text(config.to_toml())
     script = tmp_path / "killer.py"
@@ -168,6 +170,12 @@ def test_a_run_killed_again_and_again_ends_as_an_uninterrupted_one(
         assert np.array_equal(mine, theirs)
     assert not [p.name for p in config.run_dir.iterdir() if p.name.startswith(".")]
     assert not math.isnan(resumed.history[-1]["loss"])
+    # TensorBoard: every epoch once, although kills fell between its write and the backup's.
+    assert board_mismatches(config.run_dir) == []
+    train_board = read_board(config.run_dir / "logs", "train")
+    histograms = [points for tag, points in train_board.items() if tag.endswith("/histogram")]
+    epochs = list(range(len(resumed.history)))
+    assert histograms and all([step for step, _ in h] == epochs for h in histograms)
 
 
 def test_a_run_folder_that_cannot_be_written_fails_before_training(

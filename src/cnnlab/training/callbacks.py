@@ -3,7 +3,9 @@
 Keras supplies early stopping, NaN termination and CSV logging; cnnlab adds: stopping at a
 target metric value, an atomically written best-model checkpoint that survives a resume, the
 wall-clock time of each epoch in the logs, and the complete training state saved every epoch
-so that a resumed run ends exactly as an uninterrupted one (`TrainingState`).
+so that a resumed run ends exactly as an uninterrupted one (`TrainingState`). Two watch a run
+from outside: Keras' TensorBoard callback fitted to a run folder that may resume
+(`TensorBoardLog`), and `MlflowLog`.
 
 Importing them imports no Keras: each is a `KerasCallback`, whose first instance mixes in
 `keras.callbacks.Callback` (`cnnlab._backend.LazyKerasClass`). So `from cnnlab import
@@ -17,12 +19,17 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab._backend import LazyKerasClass
 from cnnlab._backend import keras as _keras
 from cnnlab._io import atomic_path
 from cnnlab.monitoring import mode_for
+from cnnlab.tracking import events, mlflow_runs
+
+if TYPE_CHECKING:
+    from cnnlab.config import Config
+    from cnnlab.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +154,79 @@ class EpochTimer(KerasCallback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class TensorBoardLog(LazyKerasClass):
+    """Keras' `TensorBoard` callback for a run folder: one point per epoch, whose 0-based
+    number is the step (as in history.csv), going on where a resumed run goes on.
+
+    Before it writes, the event files keep only the epochs before `first_epoch`, so an epoch a
+    killed run logged but did not finish appears once. For the same reason it leaves out the
+    validation metrics Keras also logs against the optimizer's iterations, and writes the
+    model's graph only when the log starts (not again on a resume or a second `fit`).
+
+    Args:
+        log_dir: the run's `logs/` folder (`train/` and `validation/` go inside).
+        first_epoch: the epoch training starts from (a resumed run's finished epochs).
+        histograms: a histogram of every weight at the end of each epoch.
+
+    >>> board = TensorBoardLog("runs/demo/logs", histograms=True)
+    """
+
+    keras_base = "callbacks.TensorBoard"
+
+    def __init__(self, log_dir: str | Path, first_epoch: int = 0, histograms: bool = False):
+        super().__init__(
+            log_dir=str(log_dir), histogram_freq=int(histograms), write_graph=first_epoch == 0
+        )
+        self.first_epoch = first_epoch
+        self._started = False
+
+    def set_model(self, model: Any) -> None:
+        if not self._started:
+            events.keep_epochs_before(self.log_dir, self.first_epoch)
+            self._started = True
+        super().set_model(model)
+        self.write_graph = False
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._pop_writer()  # Keras' own also logs against iterations first: see above
+
+
+def tensorboard_callbacks(log_dir: str | Path, first_epoch: int, histograms: bool) -> list[Any]:
+    """`[TensorBoardLog(...)]`, or none, with one warning, where `tf.summary` is missing (a
+    machine training on JAX or PyTorch without TensorFlow): the run trains all the same."""
+    problem = events.missing()
+    if problem:
+        log.warning("no TensorBoard files for this run: %s", problem)
+        return []
+    return [TensorBoardLog(log_dir, first_epoch=first_epoch, histograms=histograms)]
+
+
+class MlflowLog(KerasCallback):
+    """Mirror a training run to MLflow as it trains (`cnnlab.tracking.mlflow_runs`): the
+    configuration as params at the start, then each epoch's row of history.csv as metrics.
+
+    Put it after `TrainingState`: an epoch reaches MLflow once it is safe in the backup, so a
+    resumed run never logs an epoch twice, and any an interrupted run missed are logged then.
+    A tracker that cannot be reached costs one warning; training goes on.
+
+    >>> track = MlflowLog(Run("runs/demo"), config)  # doctest: +SKIP
+    """
+
+    def __init__(self, run: Run, config: Config) -> None:
+        super().__init__()
+        self.run = run
+        self.config = config
+        self.session: mlflow_runs.Session | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.session is None:  # once: fine-tuning's second `fit` goes on in the same run
+            self.session = mlflow_runs.start(self.run, self.config)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.session is not None:  # with those a killed run recorded but did not log
+            self.session.log_history(self.run.history(), through=epoch)
 
 
 # What each callback must carry over a resume to decide as an uninterrupted run would; Keras'

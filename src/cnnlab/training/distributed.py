@@ -174,9 +174,10 @@ class Processes:
         steer training (every process must take the same decisions), none that writes."""
         if self.count == 1:
             return list(callbacks)
-        from cnnlab.training.callbacks import BestModelCheckpoint, TrainingState
+        from cnnlab.training.callbacks import BestModelCheckpoint, MlflowLog, TrainingState
 
-        writers = (BestModelCheckpoint, TrainingState, _keras().callbacks.CSVLogger)
+        keras_writers = (_keras().callbacks.CSVLogger, _keras().callbacks.TensorBoard)
+        writers = (BestModelCheckpoint, TrainingState, MlflowLog, *keras_writers)
         if not self.writes:
             return [callback for callback in callbacks if not isinstance(callback, writers)]
         # Saving a model makes Keras create variables (a throwaway optimizer's); under the

@@ -41,7 +41,15 @@ from cnnlab.model.builder import build_model, summary_text
 from cnnlab.model.kernels import init_first_conv
 from cnnlab.monitoring import best_row, recorded_monitor
 from cnnlab.runs import History, Run, RunState
-from cnnlab.training.callbacks import BestModelCheckpoint, EpochTimer, TargetReached, TrainingState
+from cnnlab.tracking import mlflow_runs
+from cnnlab.training.callbacks import (
+    BestModelCheckpoint,
+    EpochTimer,
+    MlflowLog,
+    TargetReached,
+    TrainingState,
+    tensorboard_callbacks,
+)
 from cnnlab.training.distributed import ONE_PROCESS, Cluster, Processes, join
 
 if TYPE_CHECKING:
@@ -101,6 +109,7 @@ def train(
     see `cnnlab.training.distributed`); process 0 writes the run folder, the others nothing.
     """
     config = config or load_config()
+    mlflow_runs.require(config.log)
     backend = select_backend(config.train.backend)  # before anything imports Keras
     team = join(cluster)
     run = team.open_run(config.run_dir)
@@ -125,12 +134,17 @@ def train(
             plan.config, feed, first_epoch=plan.first_epoch, processes=team
         )
         state = _start_run(run, plan, feed, model, backend, team)
-        own, checkpoint = make_callbacks(plan.config, run, has_validation=feed.count("val") > 0)
+        own, checkpoint = make_callbacks(
+            plan.config, run, has_validation=feed.count("val") > 0, first_epoch=plan.first_epoch
+        )
         fitted = _fit(model, plan, feed, [*own, *callbacks], team, state)
         team.finish()
         if not team.writes:  # the run folder is process 0's; this one keeps its model in memory
             return TrainResult(run.dir, model, _history_of(fitted), state, writer=False)
-        return _save(run, state, checkpoint)
+        result = _save(run, state, checkpoint)
+    if plan.config.log.mlflow:  # the finished folder's files, copied to its MLflow run
+        mlflow_runs.finish(run)
+    return result
 
 
 def _decide(config: Config, run: Run, team: Processes, *, overwrite: bool = False) -> Plan | None:
@@ -426,8 +440,11 @@ def compile_model(
     )
 
 
-def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[list[Any], Any]:
-    """The callbacks that control training, in the order they must run at an epoch's end."""
+def make_callbacks(
+    config: Config, run: Run, *, has_validation: bool, first_epoch: int = 0
+) -> tuple[list[Any], Any]:
+    """The callbacks that control and record training, in the order they must run at an
+    epoch's end (training starts at `first_epoch`: a resumed run's finished epochs)."""
     keras = _keras()
     train = config.train
     monitor = recorded_monitor(train.monitor, has_validation=has_validation)
@@ -444,6 +461,11 @@ def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[l
         initial_tie=math.inf if kept is None else kept.get(tie_breaker, math.inf),
     )
     callbacks: list[Any] = [EpochTimer(), keras.callbacks.TerminateOnNaN()]
+    # After the timer (its epoch_seconds is logged) and before ReduceLROnPlateau changes the
+    # rate at an epoch's end, so the learning rate logged is the one history.csv records.
+    callbacks += tensorboard_callbacks(
+        run.logs_dir, first_epoch, histograms=config.log.tensorboard_histograms
+    )
     if train.target_accuracy:
         callbacks.append(TargetReached(monitor=monitor, target=train.target_accuracy))
     if train.patience:
@@ -479,6 +501,8 @@ def make_callbacks(config: Config, run: Run, *, has_validation: bool) -> tuple[l
     ]
     # Last: it restores the others' counters after they reset themselves at the start.
     callbacks.append(TrainingState(run.state_backup, callbacks))
+    if config.log.mlflow:  # after the backup: an epoch is logged once it cannot be repeated
+        callbacks.append(MlflowLog(run, config))
     return callbacks, checkpoint
 
 
