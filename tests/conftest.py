@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import TINY_ARCH, write_tiny_npz
+from synthetic import TINY_ARCH, make_tiny_config, write_tiny_npz
 
-from cnnlab.config import Config, load_config
+from cnnlab.config import Config
 
 
 def pytest_report_header() -> str:
@@ -39,24 +39,6 @@ def tiny_arch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("arch") / "tiny.toml"
     path.write_text(TINY_ARCH)
     return path
-
-
-def make_tiny_config(runs_dir: Path, npz: Path, arch: Path, **train: object) -> Config:
-    """A Config that trains the tiny architecture on the tiny data into `runs_dir/tiny`."""
-    overrides = {
-        "data.dataset": str(npz),
-        "data.validation_split": 0.25,
-        "model.architecture": str(arch),
-        "train.epochs": 3,
-        "train.seed": 7,
-        "train.learning_rate": 0.01,
-        "train.lr_decay": 1.0,  # the tiny data is learned in a few epochs at a constant rate
-        "model.init_filters": "random",
-        "run.runs_dir": str(runs_dir),
-        "run.name": "tiny",
-    }
-    overrides.update({f"train.{k}": v for k, v in train.items()})
-    return load_config(overrides=overrides)
 
 
 @pytest.fixture(scope="session")

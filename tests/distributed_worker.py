@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import make_tiny_config
+from synthetic import make_tiny_config
 
 from cnnlab.training.distributed import cluster_from
 from cnnlab.training.trainer import train

@@ -17,8 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from conftest import make_tiny_config
-from synthetic import TINY_ARCH, write_tiny_npz
+from synthetic import TINY_ARCH, make_tiny_config, write_tiny_npz
 
 sys.path.insert(0, str(Path(__file__).parent / "training"))  # the fault-injection tests' home
 from test_fault_injection import KILLER, _metrics

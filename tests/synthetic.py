@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cnnlab import config
 
 N_CLASSES = 4
 CLASS_NAMES = ("top", "bottom", "left", "right")
@@ -59,3 +63,23 @@ def write_tiny_npz(
         class_names=np.array(CLASS_NAMES),
     )
     return path
+
+
+def make_tiny_config(runs_dir: Path, npz: Path, arch: Path, **train: object) -> config.Config:
+    """A Config that trains the tiny architecture on the tiny data into `runs_dir/tiny`."""
+    from cnnlab.config import load_config
+
+    overrides = {
+        "data.dataset": str(npz),
+        "data.validation_split": 0.25,
+        "model.architecture": str(arch),
+        "train.epochs": 3,
+        "train.seed": 7,
+        "train.learning_rate": 0.01,
+        "train.lr_decay": 1.0,  # the tiny data is learned in a few epochs at a constant rate
+        "model.init_filters": "random",
+        "run.runs_dir": str(runs_dir),
+        "run.name": "tiny",
+    }
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_config(overrides=overrides)

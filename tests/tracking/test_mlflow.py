@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_tiny_config
+from synthetic import make_tiny_config
 
 from cnnlab.config import Config
 from cnnlab.runs import Run
