@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import N_TEST, N_TRAIN, Tiny, write_dataset
+from idx_files import N_TEST, N_TRAIN, Tiny, write_dataset
 from PIL import Image
 
 from cnnlab.data import Dataset, cache_dir, describe, load_dataset, prepare, write_idx

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FILENAMES, Tiny, tiny_arrays, write_dataset
+from idx_files import FILENAMES, Tiny, tiny_arrays, write_dataset
 
 from cnnlab.data import cache_dir, locate, sources
 from cnnlab.data.sources import FileSpec, verify
