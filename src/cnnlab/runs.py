@@ -594,8 +594,15 @@ class Run:
 
     @_writes
     def remove(self) -> None:
-        """Delete the whole run folder (`--overwrite`)."""
+        """Delete the whole run folder (`--overwrite`); RunError, and nothing deleted, while
+        another process trains it (`is_training`)."""
         if self.dir.exists():
+            if self.is_training():
+                raise RunError(
+                    f"{self.dir}: another process is training this run now; --overwrite would "
+                    "delete its files under it: wait for it to finish, or train under another "
+                    "--name"
+                )
             shutil.rmtree(self.dir)
 
     @_writes

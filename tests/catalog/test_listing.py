@@ -222,6 +222,20 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path: Path) -> None:
         pass
 
 
+def test_overwrite_never_deletes_a_run_another_process_trains(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """`--overwrite` (`Run.remove`) of a run whose lock is held is refused and deletes nothing;
+    once the trainer has finished, it removes the folder."""
+    run_dir = shutil.copytree(runs_dir / "killed", tmp_path / "live")
+    before = sorted(p.name for p in run_dir.iterdir())
+    with Run(run_dir).training(), pytest.raises(RunError, match="another process is training"):
+        Run(run_dir).remove()
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    Run(run_dir).remove()
+    assert not run_dir.exists()
+
+
 def test_asking_changes_nothing(runs_dir: Path) -> None:
     before = sorted(p.name for p in (runs_dir / "killed").iterdir())
     assert not Run(runs_dir / "killed").is_training()
