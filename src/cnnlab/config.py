@@ -233,6 +233,15 @@ class Config:
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
+    def dotted(self) -> dict[str, Any]:
+        """Every setting by its dotted key (`"train.seed"`), the form `load_config`'s
+        overrides take: what `cnnlab compare` compares and MLflow records as params."""
+        return {
+            f"{section}.{key}": value
+            for section, table in self.to_dict().items()
+            for key, value in table.items()
+        }
+
     @classmethod
     def from_toml(cls, text: str) -> Config:
         """The Config that `to_toml` wrote (settings it leaves out keep their defaults)."""

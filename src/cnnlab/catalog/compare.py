@@ -8,7 +8,7 @@ name and where it lives) is left out: it says where a run went, not what it did.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def compare_runs(paths: Sequence[str | Path]) -> Comparison:
     for summary in runs:
         if summary.status == "unreadable":
             raise RunError(f"{summary.path}: unreadable run ({summary.problem})")
-    flat = [flatten(Run(s.path).config().to_dict()) for s in runs]
+    flat = [Run(s.path).config().dotted() for s in runs]
     keys = sorted({key for values in flat for key in values})
     settings = {
         key: [values.get(key) for values in flat]
@@ -67,17 +67,6 @@ def compare_runs(paths: Sequence[str | Path]) -> Comparison:
         and any(values.get(key) != flat[0].get(key) for values in flat)
     }
     return Comparison(runs, _labels(runs), settings, _metrics(runs))
-
-
-def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested table as dotted keys: {"train": {"seed": 1}} -> {"train.seed": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _metrics(runs: list[RunSummary]) -> dict[str, list[Any]]:

@@ -58,11 +58,7 @@ def tracking_uri(config: LogConfig) -> str:
 
 def flat_params(config: Config) -> dict[str, str]:
     """The configuration as MLflow params: dotted keys (`train.epochs`), values as text."""
-    return {
-        f"{section}.{key}": str(value)
-        for section, table in config.to_dict().items()
-        for key, value in table.items()
-    }
+    return {key: str(value) for key, value in config.dotted().items()}
 
 
 class Session:
