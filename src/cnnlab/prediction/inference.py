@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from cnnlab.calibration import UnsureRule
 from cnnlab.errors import CnnlabError, ImageError, RunError
-from cnnlab.prediction.predictor import Features, Prediction, Predictor
+from cnnlab.prediction.predictor import Features, Prediction, Predictor, Prepared
 from cnnlab.runs import Run
 
 if TYPE_CHECKING:
@@ -94,11 +94,7 @@ class KerasPredictor(Predictor):
         if the picture is unusable."""
         from cnnlab.visualize.features import feature_maps
 
-        (prepared,) = self.prepare(
-            [image], keep_size=keep_size, sources=None if source is None else [source]
-        )
-        if prepared.error is not None:
-            raise ImageError(prepared.error)
+        prepared = self._prepare_one(image, keep_size, source)
         (prediction,) = self._predict_prepared([prepared], top_k)
         kinds = {layer.name: type(layer).__name__ for layer in self.model.layers}
         with self.model_lock:
@@ -108,6 +104,15 @@ class KerasPredictor(Predictor):
             prepared.model_input,
             [(name, kinds.get(name, "?"), values) for name, values in maps],
         )
+
+    def _prepare_one(self, image: Any, keep_size: bool, source: str | None) -> Prepared:
+        """One picture prepared as `predict` prepares it; ImageError if it is unusable."""
+        (prepared,) = self.prepare(
+            [image], keep_size=keep_size, sources=None if source is None else [source]
+        )
+        if prepared.error is not None:
+            raise ImageError(prepared.error)
+        return prepared
 
     def explain_cell(
         self,
@@ -126,11 +131,7 @@ class KerasPredictor(Predictor):
         explained."""
         from cnnlab.prediction.arithmetic import explain_cell
 
-        (prepared,) = self.prepare(
-            [image], keep_size=keep_size, sources=None if source is None else [source]
-        )
-        if prepared.error is not None:
-            raise ImageError(prepared.error)
+        prepared = self._prepare_one(image, keep_size, source)
         with self.model_lock:
             return explain_cell(self.model, prepared.model_input, layer, row, col, channel)
 

@@ -88,9 +88,10 @@ class Prediction:
     blank: bool = False
     """Nothing stood out from the background: the model saw only black."""
     unsure: bool | None = None
-    """The answer's confidence after the run's temperature is below the threshold `cnnlab
-    evaluate` chose on validation data (`cnnlab.calibration.UnsureRule`): maybe not one of the
-    model's classes. None where the run has no such rule (not evaluated)."""
+    """The answer is beyond the threshold `cnnlab evaluate` chose on validation data (its
+    energy, or its confidence where the logits are unknown: `cnnlab.calibration.UnsureRule`):
+    maybe not one of the model's classes. None where the run has no such rule (not
+    evaluated)."""
 
     @property
     def label(self) -> str | None:
