@@ -139,3 +139,16 @@ def test_the_energy_decides_where_the_logits_are_known() -> None:
     # A picture's framings: their mean energy decides.
     assert rule.is_unsure(sure_probs, np.stack([high, low, low]))
     assert not rule.is_unsure(sure_probs, np.stack([high, high, low]))
+
+
+def test_flags_are_is_unsure_row_by_row() -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 3, size=(200, 5))
+    probs = _softmax(logits)
+    for rule in (UnsureRule(1.3, 0.6, -2.5), UnsureRule(1.3, 0.6)):
+        flags = rule.flags(probs, logits)
+        expected = [rule.is_unsure(p, z[np.newaxis]) for p, z in zip(probs, logits, strict=True)]
+        assert flags.tolist() == expected
+        assert 0 < flags.sum() < len(flags)
+    rule = UnsureRule(1.3, 0.6, -2.5)
+    assert rule.flags(probs).tolist() == [rule.is_unsure(p) for p in probs]  # no logits

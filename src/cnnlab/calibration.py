@@ -125,6 +125,13 @@ class UnsureRule:
             return mean_energy > self.energy_threshold
         return bool(self.confidence(probs)[0] < self.threshold)
 
+    def flags(self, probs: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+        """`is_unsure` for many answers of one input each: rows of probabilities, with rows
+        of logits where known."""
+        if self.energy_threshold is not None and logits is not None:
+            return np.asarray(energy(logits, self.temperature) > self.energy_threshold)
+        return np.asarray(self.confidence(probs) < self.threshold)
+
     @classmethod
     def from_metrics(cls, metrics: dict[str, object] | None) -> UnsureRule | None:
         """The rule metrics.json holds (`temperature`, `unsure_threshold`, and

@@ -48,11 +48,13 @@ def evaluate(
     model = run.load_model(unsafe=unsafe)
     model_and_logits = with_logits(model) or model
     worst = WorstImages(BOARD_IMAGES)
-    labels, probabilities, flipped, logits = _predict_test_set(
-        model_and_logits, feed, batch_size, tta=tta, worst=worst
+    labels, probabilities, flipped, logits = _predict_split(
+        model_and_logits, feed, "test", batch_size, tta=tta, worst=worst
     )
+    if not len(labels):
+        raise DataError("the test split holds no readable image; nothing to evaluate")
     metrics = classification_metrics(labels, probabilities, feed.class_names)
-    val_labels, val_probabilities, val_logits = _predict_split(
+    val_labels, val_probabilities, _, val_logits = _predict_split(
         model_and_logits, feed, "val", batch_size
     )
     metrics.update(
@@ -245,11 +247,7 @@ def _unsure_share(
     rule: calibration.UnsureRule, probabilities: np.ndarray, logits: np.ndarray | None
 ) -> float:
     """The share of these images the rule flags."""
-    if not len(probabilities):
-        return 0.0
-    rows = range(len(probabilities))
-    flags = [rule.is_unsure(probabilities[i], None if logits is None else logits[i]) for i in rows]
-    return float(np.mean(flags))
+    return float(rule.flags(probabilities, logits).mean()) if len(probabilities) else 0.0
 
 
 def _outputs(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -268,46 +266,33 @@ def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
 
 
 def _predict_split(
-    model: Any, feed: Feed, split: Literal["val", "test"], batch_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A split's labels, the model's probabilities (both empty for an empty split) and its
-    logits where the model gives them."""
-    labels, probabilities, logits = [], [], []
-    if feed.count(split):
-        for x, y in feed.numpy_batches(split, batch_size):
-            labels.append(np.asarray(y).astype(np.int64).ravel())
-            batch_probabilities, batch_logits = _outputs(model, x)
-            probabilities.append(batch_probabilities)
-            logits.append(batch_logits)
-    if not labels:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, len(feed.class_names))), None
-    return np.concatenate(labels), np.concatenate(probabilities), _joined(logits)
-
-
-def _predict_test_set(
     model: Any,
     feed: Feed,
+    split: Literal["val", "test"],
     batch_size: int,
     *,
     tta: bool = False,
     worst: WorstImages | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """The test labels and the model's probabilities, batch by batch (a folder's test set is
-    streamed: the labels are those of the pictures that could be read), with `tta` the
-    probabilities of each picture flipped left-right, and the logits where the model gives
-    them; `worst` keeps the highest-loss images."""
+    """A split's labels and the model's probabilities, batch by batch (a folder's split is
+    streamed: the labels are those of the pictures that could be read); with `tta` the
+    probabilities of each picture flipped left-right (else the plain ones again); the logits
+    where the model gives them; `worst` keeps the highest-loss images. Empty for an empty
+    split."""
     labels, plain, flipped, logits = [], [], [], []
-    for x, y in feed.numpy_batches("test", batch_size):
-        labels.append(y)
-        probabilities, batch_logits = _outputs(model, x)
-        plain.append(probabilities)
-        logits.append(batch_logits)
-        if worst is not None:
-            worst.add(x, y, probabilities)
-        if tta:
-            flipped.append(_outputs(model, x[:, :, ::-1])[0])
+    if feed.count(split):
+        for x, y in feed.numpy_batches(split, batch_size):
+            labels.append(np.asarray(y).astype(np.int64).ravel())
+            probabilities, batch_logits = _outputs(model, x)
+            plain.append(probabilities)
+            logits.append(batch_logits)
+            if worst is not None:
+                worst.add(x, y, probabilities)
+            if tta:
+                flipped.append(_outputs(model, x[:, :, ::-1])[0])
     if not labels:
-        raise DataError("the test split holds no readable image; nothing to evaluate")
+        empty = np.zeros((0, len(feed.class_names)))
+        return np.zeros(0, dtype=np.int64), empty, empty, None
     joined = np.concatenate(plain)
     return (
         np.concatenate(labels),
