@@ -15,6 +15,7 @@ the run's recipe.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -112,13 +113,6 @@ class Outcomes:
         shown = ", ".join(self.class_names)
         raise UnknownClass(f"no class {name!r} in this run; its classes are: {shown}")
 
-    def confusion(self) -> np.ndarray:
-        """The confusion matrix of the recorded outcomes (rows: true, columns: predicted)."""
-        n = len(self.class_names)
-        counts = np.zeros((n, n), np.int64)
-        np.add.at(counts, (self.labels, self.predicted), 1)
-        return counts
-
     def cell(self, true: str | int, predicted: str | int) -> np.ndarray:
         """Positions of the test images of class `true` predicted as `predicted`: mistakes the
         most confident first (the predicted class's probability, highest first); for the same
@@ -197,7 +191,7 @@ class Outcomes:
         assert self.paths is not None
         path = self._folder() / self.paths[position]
         try:
-            pixels = self._recipe().load(path)
+            pixels = self._recipe.load(path)
         except (ImageError, OSError) as exc:
             raise MissingTestData(
                 f"{path}: the test picture cannot be read ({_said(exc)}); put the dataset "
@@ -224,7 +218,10 @@ class Outcomes:
             "its mistakes"
         )
 
+    @functools.cached_property
     def _recipe(self) -> Any:
+        """The run's input recipe, read from run.json once (a finished run's does not change),
+        not again for every picture."""
         recipe = self.run.input_recipe()
         if recipe is None:
             raise MissingTestData(
