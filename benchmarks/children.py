@@ -1,6 +1,7 @@
 """What the benchmarks that run cnnlab as child processes share: one line of progress, the
 child run with its wall and CPU seconds and its own peak RSS, links into generated folders, the
-machine's header, and comma-separated number flags.
+machine's header, comma-separated number flags, the tables' percentages and means, and the
+results written as JSON.
 
 Imported by `own_folder.py`, `fine_tune.py` and `class_weight.py` (run as scripts, so this
 folder is on their path).
@@ -8,10 +9,12 @@ folder is on their path).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -82,3 +85,20 @@ def ints(text: str, flag: str, *, smallest: int = 1) -> list[int]:
     if not values or min(values) < smallest:
         raise SystemExit(f"{flag}: at least one number, each {smallest} or more, got {text!r}")
     return values
+
+
+def pct(value: float | None) -> str:
+    """A share as a table shows it: 0.991 -> "99.1%"; "-" for none."""
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def mean(values: list[float]) -> float | None:
+    """The mean, or None for no values."""
+    return statistics.fmean(values) if values else None
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    """The results as JSON at `path` (the benchmark's --json), said on the last line."""
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten: {path}")

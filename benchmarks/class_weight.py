@@ -30,7 +30,6 @@ import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from children import cnnlab, ints, link, machine, run_child, say
+from children import cnnlab, ints, link, machine, mean, pct, run_child, say, write_json
 
 HERE = Path(__file__).resolve()
 WEIGHTS = ("none", "auto")
@@ -72,9 +71,7 @@ def main() -> None:
                     say(f"failed: {exc}")
                     runs.append({"seed": seed, "weights": weights, "error": f"{exc}"})
     _print_tables(results, seeds)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten: {args.json}")
+    write_json(args.json, results)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,16 +193,8 @@ def _run(
 # -- the tables ----------------------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def _f(value: float | None, fmt: str = ".3f") -> str:
     return "-" if value is None else f"{value:{fmt}}"
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
 
 
 def _print_tables(results: dict[str, Any], seeds: list[int]) -> None:
@@ -237,15 +226,15 @@ def _print_tables(results: dict[str, Any], seeds: list[int]) -> None:
                 print(f"| {seed} | {weights} | failed |" + " |" * (len(minority) + 3))
                 continue
             recalls = " | ".join(
-                _pct(_mean([r["per_class"][c]["recall"] for r in rows])) for c in minority
+                pct(mean([r["per_class"][c]["recall"] for r in rows])) for c in minority
             )
             label = "**mean**" if seed is None else str(seed)
             print(
                 f"| {label} | {weights} | "
-                f"{_pct(_mean([r['test_accuracy'] for r in rows]))} | "
-                f"{_f(_mean([r['macro_f1'] for r in rows]))} | {recalls} | "
-                f"{_f(_mean([r['train_seconds'] for r in rows]), '.0f')} s | "
-                f"{_f(_mean([r['epochs_run'] for r in rows]), '.1f')} |"
+                f"{pct(mean([r['test_accuracy'] for r in rows]))} | "
+                f"{_f(mean([r['macro_f1'] for r in rows]))} | {recalls} | "
+                f"{_f(mean([r['train_seconds'] for r in rows]), '.0f')} s | "
+                f"{_f(mean([r['epochs_run'] for r in rows]), '.1f')} |"
             )
     print()
     print(f"**per class, mean of {len(seeds)} seed(s): none -> auto** (* a minority class)\n")
@@ -254,10 +243,10 @@ def _print_tables(results: dict[str, Any], seeds: list[int]) -> None:
         cells = []
         for key in ("precision", "recall", "f1"):
             pair = [
-                _mean([r["per_class"][name][key] for r in runs if r["weights"] == w])
+                mean([r["per_class"][name][key] for r in runs if r["weights"] == w])
                 for w in WEIGHTS
             ]
-            fmt = _pct if key != "f1" else _f
+            fmt = pct if key != "f1" else _f
             cells.append(f"{fmt(pair[0])} -> {fmt(pair[1])}")
         star = "*" if name in minority else ""
         print(f"| {name}{star} | {counts[name]} | {' | '.join(cells)} |")

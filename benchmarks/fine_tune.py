@@ -44,7 +44,6 @@ import math
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from children import cnnlab, ints, link, machine, run_child, say
+from children import cnnlab, ints, link, machine, mean, pct, run_child, say, write_json
 
 HERE = Path(__file__).resolve()
 METHODS = ("scratch", "fine-tune")
@@ -81,9 +80,7 @@ def main() -> None:
                         say(f"failed: {exc}")
                         runs.append({"n": n, "seed": seed, "method": method, "error": f"{exc}"})
     _print_tables(results, counts, seeds)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten: {args.json}")
+    write_json(args.json, results)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -320,14 +317,6 @@ def _target_run(
 # -- the tables ----------------------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
 def _print_tables(results: dict[str, Any], counts: list[int], seeds: list[int]) -> None:
     print(f"CPU: {results['cpu']} ({results['cores']} cores)")
     source, target = results["source"], results["target"]
@@ -339,7 +328,7 @@ def _print_tables(results: dict[str, Any], counts: list[int], seeds: list[int]) 
         + f"): {len(source['class_names'] or [])} classes, {source['train_images']:,} training "
         f"pictures, {source['image_size']} {source['color']}, epochs run {source['epochs_run']}, "
         f"{source['train_seconds']:.0f} s of training, test accuracy "
-        f"{_pct(source['test_accuracy'])}"
+        f"{pct(source['test_accuracy'])}"
     )
     classes = ", ".join(f"{k} ({' + '.join(v)})" for k, v in target["classes"].items())
     settings = results["settings"]
@@ -364,15 +353,15 @@ def _print_tables(results: dict[str, Any], counts: list[int], seeds: list[int]) 
         for method in METHODS:
             rows = [r for r in runs if r["n"] == n and r["method"] == method and "error" not in r]
             by_seed = {r["seed"]: r for r in rows}
-            means[method] = _mean([r["test_accuracy"] for r in rows])
+            means[method] = mean([r["test_accuracy"] for r in rows])
             cells = " | ".join(
-                _pct(by_seed[s]["test_accuracy"]) if s in by_seed else "failed" for s in seeds
+                pct(by_seed[s]["test_accuracy"]) if s in by_seed else "failed" for s in seeds
             )
-            seconds = _mean([r["train_seconds"] for r in rows])
-            epochs = _mean([r["epochs_run"] for r in rows])
-            f1 = _mean([r["macro_f1"] for r in rows])
+            seconds = mean([r["train_seconds"] for r in rows])
+            epochs = mean([r["epochs_run"] for r in rows])
+            f1 = mean([r["macro_f1"] for r in rows])
             print(
-                f"| {n} | {METHOD_WORDS[method]} | {_pct(means[method])} | {cells} | "
+                f"| {n} | {METHOD_WORDS[method]} | {pct(means[method])} | {cells} | "
                 f"{'-' if f1 is None else f'{f1:.3f}'} | "
                 f"{'-' if seconds is None else f'{seconds:.1f} s'} | "
                 f"{'-' if epochs is None else f'{epochs:.1f}'} |"

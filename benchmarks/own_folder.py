@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from children import machine, run_child, say
+from children import machine, pct, run_child, say, write_json
 
 PARTS = ("cnnlab", "keras", "keras-strong", "pipeline", "memory")
 KERAS_SIZE = (64, 64)
@@ -102,9 +102,7 @@ def main() -> None:
                 results[part] = {"error": f"{type(exc).__name__}: {exc}"}
                 say(f"{part} failed: {exc}")
     _print_tables(results, parts)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten: {args.json}")
+    write_json(args.json, results)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -387,10 +385,6 @@ def _print_tables(results: dict[str, Any], parts: list[str]) -> None:
     _table_summary(results, parts)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def _num(value: float | None, fmt: str = ",.0f", unit: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{unit}"
 
@@ -412,7 +406,7 @@ def _table_cnnlab(_: str, r: dict[str, Any]) -> None:
     _rows(
         f"cnnlab: `{r['command']}`",
         [
-            ("test accuracy", f"{_pct(r['test_accuracy'])} ({r['test_images']:,} images)"),
+            ("test accuracy", f"{pct(r['test_accuracy'])} ({r['test_images']:,} images)"),
             ("training seconds (run.json)", _num(r["train_seconds"], ".0f", " s")),
             ("wall seconds (whole process)", _num(r["wall_seconds"], ".0f", " s")),
             ("chosen input", f"{shape} ({resize}), {r['precision']}"),
@@ -434,7 +428,7 @@ def _table_keras(part: str, r: dict[str, Any]) -> None:
     _rows(
         f"{part}: plain Keras, image_dataset_from_directory 64x64 RGB, {what}",
         [
-            ("test accuracy (files it read)", f"{_pct(r['test_accuracy'])} ({read['test']:,})"),
+            ("test accuracy (files it read)", f"{pct(r['test_accuracy'])} ({read['test']:,})"),
             ("fit seconds", _num(r["fit_seconds"], ".0f", " s")),
             ("wall seconds (whole process)", _num(r["wall_seconds"], ".0f", " s")),
             ("epochs run (best)", f"{r['epochs_run']} ({r.get('best_epoch') or '-'})"),
@@ -513,7 +507,7 @@ def _table_summary(results: dict[str, Any], parts: list[str]) -> None:
         elif part == "cnnlab":
             shape = "x".join(str(v) for v in r["input_shape"] or [])
             print(
-                f"| cnnlab train --dataset DIR (defaults) | {_pct(r['test_accuracy'])} | "
+                f"| cnnlab train --dataset DIR (defaults) | {pct(r['test_accuracy'])} | "
                 f"{r['wall_seconds']:.0f} s | {shape}, {r['epochs_run']} epochs, training "
                 f"{r['train_seconds']:.0f} s |"
             )
@@ -521,7 +515,7 @@ def _table_summary(results: dict[str, Any], parts: list[str]) -> None:
             what = "Keras, stronger pipeline" if part == "keras-strong" else "Keras, the notes' CNN"
             read, listed = r["files_read"], r["files_listed"]
             print(
-                f"| {what} | {_pct(r['test_accuracy'])} | {r['wall_seconds']:.0f} s | 64x64x3, "
+                f"| {what} | {pct(r['test_accuracy'])} | {r['wall_seconds']:.0f} s | 64x64x3, "
                 f"{r['epochs_run']} epochs; read {read['train']:,} of {listed['train']:,} "
                 f"training, {read['test']:,} of {listed['test']:,} test files |"
             )
