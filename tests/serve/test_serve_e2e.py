@@ -262,13 +262,7 @@ def test_a_colour_photo_run_gets_its_own_page(
     from colour_run import colour_picture, encoded
 
     with LiveServer(colour_app) as server:
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server.url)
-        page.wait_for_function("document.getElementById('model-name').textContent === 'colour_cnn'")
+        page, errors = open_page(browser, server, "colour_cnn")
         page.wait_for_function("document.getElementById('canvas').hidden")
         assert page.locator("#model-classes").inner_text() == "Classes: red, green, blue"
         assert page.locator("#drop-invite").is_visible()
@@ -297,7 +291,7 @@ def test_a_colour_photo_run_gets_its_own_page(
         assert green_over_red > 100  # the model's input is shown in colour, not grey
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "serve-colour-run.png", full_page=True)
-        context.close()
+        page.context.close()
     assert not errors, f"errors in the page: {errors}"
 
 
@@ -319,18 +313,12 @@ def test_an_unsure_answer_says_so(
     path = tmp_path / "picture.png"
     path.write_bytes(png_bytes(array))
     with LiveServer(create_app(run)) as server:
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server.url)
-        page.wait_for_function("document.getElementById('model-name').textContent === 'tiny'")
+        page, errors = open_page(browser, server, "tiny")
         assert "calibration error (ECE)" in page.locator("#metrics").inner_text()
         page.set_input_files("#file", path)
         page.wait_for_function("document.querySelectorAll('#top li').length > 0")
         assert page.locator("#status").inner_text() == f"Not sure: maybe {label}"
-        context.close()
+        page.context.close()
         assert not errors, errors
 
 
