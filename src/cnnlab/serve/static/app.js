@@ -185,9 +185,7 @@ async function analyse(source) {
   form.append("file", blob, source === "canvas" ? "drawing.png" : source.name);
   // An exported (ONNX) model has no layers to show: ask for the prediction only.
   const route = state.features === false ? "predict" : "features";
-  const response = await fetch(`/api/${route}?top_k=${state.topK}`, { method: "POST", body: form });
-  const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+  const answer = await askJson(`/api/${route}?top_k=${state.topK}`, { method: "POST", body: form });
   state.analysed = { blob, name: form.get("file").name }; // what the explainer asks about
   return route === "features" ? answer : { prediction: answer, input: null, layers: [] };
 }
@@ -480,9 +478,7 @@ async function openMistakes(button, url, title) {
   $("mistakes-count").textContent = "Loading…";
   $("mistakes-grid").replaceChildren();
   try {
-    const response = await fetch(url);
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+    const answer = await askJson(url);
     if (request === mistakes.request) showMistakes(answer);
   } catch (error) {
     if (request === mistakes.request) $("mistakes-count").textContent = error.message;
@@ -628,9 +624,7 @@ async function explainCell(cell) {
   const query = new URLSearchParams({ layer: cell.layer, row: cell.row, col: cell.col, channel: cell.channel });
   const panel = $("explain");
   try {
-    const response = await fetch(`/api/explain/cell?${query}`, { method: "POST", body: form });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+    const answer = await askJson(`/api/explain/cell?${query}`, { method: "POST", body: form });
     if (asked === state.explainAsked) showExplanation(answer);
   } catch (error) {
     if (asked !== state.explainAsked) return;
@@ -776,6 +770,14 @@ function hideExplanation() {
 }
 
 // --- Helpers ------------------------------------------------------------------------------
+
+// A JSON answer from the API; an error answer throws its one-line `detail`.
+async function askJson(url, options = {}) {
+  const response = await fetch(url, options);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+  return answer;
+}
 
 function element(tag, attributes, ...children) {
   const node = document.createElement(tag);
