@@ -159,7 +159,12 @@ def write_board(
 ) -> None:
     """TensorBoard's view of the evaluation (`cnnlab.tracking.events.write_test`): the test
     loss and accuracy beside the training curves, the report as text, the confusion matrix
-    and the highest-loss test images as pictures."""
+    and the highest-loss test images as pictures; nothing is drawn where they cannot be
+    written (`events.missing`)."""
+    problem = events.missing()
+    if problem:
+        log.warning("no TensorBoard files for this evaluation: %s", problem)
+        return
     from PIL import Image
 
     from cnnlab.visualize._common import to_png

@@ -96,8 +96,9 @@ def write_test(
     training curves, e.g. `epoch_accuracy`), `images` (uint8 arrays, height x width x
     channels) and `text` (Markdown), all at `step`. Returns the folder, or None when
     TensorFlow or TensorBoard is not installed (`missing`: one warning then)."""
-    if missing():
-        log.warning("no TensorBoard files for this evaluation: %s", missing())
+    problem = missing()
+    if problem:
+        log.warning("no TensorBoard files for this evaluation: %s", problem)
         return None
     import tensorflow as tf
 
