@@ -159,8 +159,8 @@ def lr_find(
     frozen as its head epochs freeze it), fed the training split in the same shuffled order,
     class weights included; nothing is written anywhere.
     """
-    from cnnlab.data.feed import balanced_class_weights, load_feed
-    from cnnlab.training.trainer import build_training_model, resolve_defaults
+    from cnnlab.data.feed import load_feed
+    from cnnlab.training.trainer import build_training_model, class_weights, resolve_defaults
 
     rates = exponential_rates(start_lr, end_lr, steps)  # a bad range fails before any work
     config = resolve_defaults(config or load_config())
@@ -169,9 +169,7 @@ def lr_find(
     feed = load_feed(config)
     model = build_training_model(config, feed)
     train = config.train
-    weights = (
-        balanced_class_weights(feed.class_counts("train")) if train.class_weight == "auto" else None
-    )
+    weights = class_weights(config, feed) or None  # as training weighs them
     log.info(
         "learning-rate range test: %d steps of %d images, rates %.3g to %.3g",
         steps,

@@ -201,7 +201,7 @@ def _start_run(
             validation_images=feed.count("val"),
             input_recipe=feed.recipe.to_dict() if feed.recipe else {},
             unreadable_images=feed.unreadable,
-            class_weights=list(_class_weights(plan.config, feed).values()),
+            class_weights=list(class_weights(plan.config, feed).values()),
             started_from=_started_from(plan.config),
             started_at=_now(),
         )
@@ -236,7 +236,7 @@ def _fit(
         return model.fit(
             team.shard(train_data),
             validation_data=team.shard(val_data),
-            class_weight=_class_weights(plan.config, feed) or None,
+            class_weight=class_weights(plan.config, feed) or None,
             epochs=last,
             initial_epoch=first,
             callbacks=chosen,
@@ -274,7 +274,7 @@ def _started_from(config: Config) -> dict[str, Any]:
     }
 
 
-def _class_weights(config: Config, feed: Feed) -> dict[int, float]:
+def class_weights(config: Config, feed: Feed) -> dict[int, float]:
     """Each class's loss weight (`train.class_weight = "auto"`: inverse frequency), or {}."""
     if config.train.class_weight != "auto":
         return {}
